@@ -1,0 +1,128 @@
+"""Build the documentation site offline into `_docs/`: one page per notebook, with prose, examples, outputs
+and the API reference that `show_doc` renders.
+
+    python tools/build_docs.py           # build _docs/ (runs nbdev_proc_nbs first)
+    python tools/build_docs.py --check   # also verify every notebook has a page and every exported name is shown
+
+Why this and not Quarto: `nbdev_docs` needs Quarto, which cannot be installed here (no wheel; its installer
+downloads a binary). `nbdev_proc_nbs` still works offline: it runs nbdev's processors (show_doc rendering,
+doc links, hidden cells) and writes `_proc/`. We turn those notebooks into Markdown (tools/nbmd.py) and let
+MkDocs with the Material theme build the site: both are pure-Python packages on PyPI, build in seconds, and give
+navigation, page tables of contents and full-text search that works from `file://` (the `offline` plugin)
+with no fonts or scripts fetched from the internet.
+"""
+import configparser, re, shutil, subprocess, sys, importlib
+from pathlib import Path
+import nbformat
+sys.path.insert(0, str(Path(__file__).parent))
+from nbmd import notebook_md
+
+root = Path(__file__).resolve().parent.parent
+cfg = configparser.ConfigParser(); cfg.read(root/'settings.ini'); cfg = cfg['DEFAULT']
+doc_url = cfg['doc_host'].rstrip('/') + '/' + cfg['doc_baseurl'].strip('/') + '/'
+proc, src, site = root/'_proc', root/'_proc_md', root/cfg.get('doc_path', '_docs')
+
+def frontmatter(nb):
+    "title / description / output-file from the raw YAML cell nbdev_proc_nbs puts first."
+    meta = {}
+    for cell in nb.cells:
+        if cell.cell_type == 'raw' and cell.source.startswith('---'):
+            for m in re.finditer(r"^([\w-]+):\s*(.*(?:\n  .*)*)", cell.source, re.M):
+                meta[m.group(1)] = ' '.join(m.group(2).split()).strip("'\"")
+            break
+    return meta
+
+def page_md(nb, stem):
+    md = notebook_md(nb, img_dir=src/'images', img_prefix='images/' if '/' not in stem else '../images/', stem=stem.replace('/', '_'))
+    md = md.replace(doc_url, '')  # nbdev's doc links point at the hosted site; make them relative
+    # give every show_doc heading the id nbdev's links use (lower-cased name, dots kept)
+    md = re.sub(r'^(#{2,4}) ([\w.]+)\s*$', lambda m: f'{m.group(1)} {m.group(2)} {{#{m.group(2).lower()}}}', md, flags=re.M)
+    return md
+
+def build():
+    # nbdev_proc_nbs first calls _ensure_quarto, which would curl Quarto's installer and `pip install -e .`:
+    # nothing may be downloaded here, and Quarto is not needed for processing, so that one step is skipped.
+    import nbdev.quarto, os
+    os.chdir(root)
+    nbdev.quarto._ensure_quarto = lambda: None
+    nbdev.quarto.nbdev_proc_nbs.__wrapped__()
+    shutil.rmtree(src, ignore_errors=True); src.mkdir()
+    nav, pages = [], {}
+    for nbp in sorted(proc.rglob('*.ipynb')):
+        rel = nbp.relative_to(proc)
+        if any(p.startswith(('_', '.')) for p in rel.parts): continue
+        nb = nbformat.read(nbp, as_version=4)
+        meta = frontmatter(nb)
+        out = meta.get('output-file', rel.stem + '.html').rsplit('.', 1)[0]
+        stem = str(rel.parent/out) if rel.parent != Path('.') else out
+        title = meta.get('title', rel.stem)
+        head = '' if stem == 'index' else f"# {title}\n\n" + (f"> {meta['description']}\n\n" if meta.get('description') else '')
+        (src/f'{stem}.md').parent.mkdir(parents=True, exist_ok=True)
+        (src/f'{stem}.md').write_text(head + page_md(nb, stem))
+        pages[str(rel)] = f'{stem}.md'
+        nav.append((rel, title, f'{stem}.md'))
+    nav_yaml = ['  - Home: index.md']
+    sections = {}
+    for rel, title, page in nav:
+        if page == 'index.md': continue
+        sections.setdefault(rel.parent.name or '', []).append(f'{title}: {page}')
+    for sec, items in sections.items():
+        if not sec: nav_yaml += [f'  - "{i.split(": ")[0]}": {i.split(": ")[1]}' for i in items]
+        else: nav_yaml += [f'  - {sec.title()}:'] + [f'    - "{i.split(": ")[0]}": {i.split(": ")[1]}' for i in items]
+    (root/'_proc_md.yml').write_text(MKDOCS.format(title=cfg['title'], desc=cfg['description'], src=src.name,
+                                                   site=site.name, nav='\n'.join(nav_yaml)))
+    subprocess.run(['mkdocs', 'build', '-q', '-f', str(root/'_proc_md.yml')], check=True, cwd=root)
+    return pages
+
+MKDOCS = """site_name: {title}
+site_description: "{desc}"
+docs_dir: {src}
+site_dir: {site}
+use_directory_urls: false
+theme:
+  name: material
+  font: false
+  features: [navigation.sections, content.code.copy, toc.follow]
+plugins: [search, offline]
+markdown_extensions:
+  - attr_list
+  - md_in_html
+  - tables
+  - admonition
+  - toc:
+      permalink: true
+  - pymdownx.highlight
+  - pymdownx.superfences
+  - pymdownx.arithmatex:
+      generic: true
+extra_javascript: []
+nav:
+{nav}
+"""
+
+def check(pages):
+    "Every notebook has a page; every exported public name appears on its module's page."
+    problems = []
+    for nbp in sorted((root/'nbs').rglob('*.ipynb')):
+        rel = nbp.relative_to(root/'nbs')
+        if any(p.startswith(('_', '.')) for p in rel.parts) or '.ipynb_checkpoints' in rel.parts: continue
+        if str(rel) not in pages or not (site/pages[str(rel)].replace('.md', '.html')).exists():
+            problems.append(f'no page for notebook {rel}')
+    modidx = importlib.import_module(f"{cfg['lib_name']}._modidx").d
+    html = {p: (site/p.replace('.md', '.html')).read_text() for p in pages.values() if (site/p.replace('.md', '.html')).exists()}
+    alltext = '\n'.join(html.values())
+    n = 0
+    for mod, syms in modidx['syms'].items():
+        for full in syms:
+            name = full[len(mod) + 1:]
+            if any(part.startswith('_') for part in name.split('.')): continue
+            n += 1
+            if name not in alltext: problems.append(f'exported name {full} appears on no page')
+    for p in problems: print('docs check:', p)
+    print(f'docs: {len(pages)} pages, {n} exported names checked, {len(problems)} problems')
+    return not problems
+
+if __name__ == '__main__':
+    pages = build()
+    print(f'built {site}/index.html')
+    if '--check' in sys.argv and not check(pages): sys.exit(1)
