@@ -11,7 +11,7 @@ MkDocs with the Material theme build the site: both are pure-Python packages on 
 navigation, page tables of contents and full-text search that works from `file://` (the `offline` plugin)
 with no fonts or scripts fetched from the internet.
 """
-import configparser, re, shutil, subprocess, sys, importlib
+import configparser, re, shutil, subprocess, sys
 from pathlib import Path
 import nbformat
 sys.path.insert(0, str(Path(__file__).parent))
@@ -101,21 +101,23 @@ nav:
 """
 
 def check(pages):
-    "Every notebook has a page; every exported public name appears on its module's page."
+    "Every notebook has a page; every exported (module-level, public) name appears on a page."
     problems = []
     for nbp in sorted((root/'nbs').rglob('*.ipynb')):
         rel = nbp.relative_to(root/'nbs')
         if any(p.startswith(('_', '.')) for p in rel.parts) or '.ipynb_checkpoints' in rel.parts: continue
         if str(rel) not in pages or not (site/pages[str(rel)].replace('.md', '.html')).exists():
             problems.append(f'no page for notebook {rel}')
-    modidx = importlib.import_module(f"{cfg['lib_name']}._modidx").d
+    ns = {}  # read this checkout's index, not whatever copy of the package is installed
+    exec((root/cfg['lib_path']/'_modidx.py').read_text(), ns)
+    modidx = ns['d']
     html = {p: (site/p.replace('.md', '.html')).read_text() for p in pages.values() if (site/p.replace('.md', '.html')).exists()}
     alltext = '\n'.join(html.values())
     n = 0
     for mod, syms in modidx['syms'].items():
         for full in syms:
             name = full[len(mod) + 1:]
-            if any(part.startswith('_') for part in name.split('.')): continue
+            if '.' in name or name.startswith('_'): continue  # exported = module-level public names (methods show under their class)
             n += 1
             if name not in alltext: problems.append(f'exported name {full} appears on no page')
     for p in problems: print('docs check:', p)

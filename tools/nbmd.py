@@ -33,12 +33,14 @@ def outputs_md(outputs, img_dir=None, img_prefix='', stem='img'):
             parts.append(_fence(''.join(o.get('text', ''))))
         elif o.get('output_type') in ('execute_result', 'display_data'):
             data = o.get('data', {})
-            if 'image/png' in data:
-                if img_dir is None: parts.append(f"![](data:image/png;base64,{data['image/png'].strip()})")
+            mime = next((m for m in ('image/png', 'image/jpeg') if m in data), None)
+            if mime:
+                ext, b64 = mime.split('/')[1], ''.join(data[mime]).strip()
+                if img_dir is None: parts.append(f"![](data:{mime};base64,{b64})")
                 else:
-                    name = f'{stem}_{len(list(Path(img_dir).glob(stem + "_*.png")))}.png'
                     Path(img_dir).mkdir(parents=True, exist_ok=True)
-                    (Path(img_dir)/name).write_bytes(base64.b64decode(data['image/png']))
+                    name = f'{stem}_{len(list(Path(img_dir).glob(stem + "_*")))}.{ext}'
+                    (Path(img_dir)/name).write_bytes(base64.b64decode(b64))
                     parts.append(f'![]({img_prefix}{name})')
             elif 'text/markdown' in data: parts.append(''.join(data['text/markdown']))
             elif 'text/plain' in data: parts.append(_fence(''.join(data['text/plain'])))
