@@ -1,0 +1,114 @@
+"Training engine (t2i_nb.train): exact resume through `train`, NaN faults, configuration mismatches, precisions, run folders."
+import json, math
+from pathlib import Path
+import pytest
+import torch
+from t2i_nb.core import T2IError
+from t2i_nb.shapes import make_shapes
+from t2i_nb.models import GANConfig
+from t2i_nb.encoders import TextEmbedConfig
+from t2i_nb.gan import T2IGAN, T2IConfig
+from t2i_nb.train import (TrainConfig, train, load_run, load_checkpoint, t2i_train, NonFiniteLoss, gan_learner, fit_steps,
+                          CKPT_NAME)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope='module')
+def shapes_root(tmp_path_factory):
+    return make_shapes(tmp_path_factory.mktemp('data')/'shapes', n=80, size=32, seed=0)
+
+
+def tiny_cfg(root, **kw):
+    "DTE-GAN without SCL (no pre-trained encoders needed): 64 training images, 16 per batch -> 4 batches per epoch."
+    net = kw.pop('net', None) or T2IConfig(model='dte', scl='none', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
+                                           text=TextEmbedConfig(ninput=16, nhidden=32))
+    base = dict(dataset='shapes', root=str(root), bs=16, steps=6, ckpt_every=1, n_samples=4, seed=0, net=net)
+    return TrainConfig(**{**base, **kw})
+
+
+def quiet(*a, **k): pass
+
+
+def history(run_dir): return json.loads((Path(run_dir)/'history.json').read_text())
+
+
+def test_resume_is_exact(shapes_root, tmp_path):
+    "6 steps straight == 3 steps, a fresh process-like restart from the run folder, 3 more (across an epoch boundary)."
+    cfg = tiny_cfg(shapes_root)
+    train(cfg, tmp_path/'straight', progress=False, log=quiet)
+    train(cfg.replace(steps=3), tmp_path/'split', progress=False, log=quiet)
+    assert load_checkpoint(tmp_path/'split')['step'] == 3
+    learn = train(cfg, tmp_path/'split', resume=True, progress=False, log=quiet)
+    a, b = history(tmp_path/'straight'), history(tmp_path/'split')
+    assert b['step'] == [1, 2, 3, 4, 5, 6]
+    assert a.keys() == b.keys()
+    for k in a:   # exact equality, not closeness
+        assert a[k] == b[k] or all((x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(a[k], b[k])), k
+    ck_a, ck_b = load_checkpoint(tmp_path/'straight'), load_checkpoint(tmp_path/'split')
+    for k in ck_a['system']: torch.testing.assert_close(ck_a['system'][k], ck_b['system'][k], rtol=0, atol=0)
+    for k in ck_a['ema']['state']: torch.testing.assert_close(ck_a['ema']['state'][k], ck_b['ema']['state'][k], rtol=0, atol=0)
+    assert learn.gan_trainer.step == 6
+
+
+def test_run_folder_and_load_run(shapes_root, tmp_path):
+    run = tmp_path/'run'
+    train(tiny_cfg(shapes_root, steps=5, ckpt_every=2), run, progress=False, log=quiet)
+    names = {p.name for p in run.iterdir()}
+    assert {'config.json', 'vocab.json', CKPT_NAME, 'history.json', 'loss_curves.png', 'metrics.json', 'samples'} <= names
+    assert (run/'samples'/'latest.png').exists() and (run/'samples'/'step_000004.png').exists()   # epoch 1 ends at step 4
+    m = json.loads((run/'metrics.json').read_text())
+    assert m['steps'] == 5 and m['skipped_steps'] == {'D': 0, 'G': 0} and m['precision'] == 'fp32'
+    ck = torch.load(run/CKPT_NAME, weights_only=True)   # loads without unpickling code
+    assert {'system', 'gan_trainer', 'amp', 'ema', 'data_state', 'loss_history', 'rng', 'config'} <= set(ck)
+    assert {'opt_g', 'opt_d'} <= set(ck['gan_trainer']) and set(ck['amp']['scalers']) == {'D', 'G'}
+    system, ema_g, cfg, vocab = load_run(run)
+    toks, lens = vocab.encode_batch(['a red circle', 'a blue square'])
+    with torch.no_grad(): imgs = system.generate(toks, lens, netG=ema_g)
+    assert imgs.shape == (2, 3, 32, 32) and cfg.net.text.ntoken == len(vocab)
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
+    orig = T2IGAN.d_loss
+    calls = {'n': 0}
+    def d_loss(self, batch, grad_scale=None):
+        calls['n'] += 1
+        loss, logs = orig(self, batch, grad_scale)
+        return (loss * float('nan'), logs) if calls['n'] == 4 else (loss, logs)   # the dry run is call 1: step 3 fails
+    monkeypatch.setattr(T2IGAN, 'd_loss', d_loss)
+    run = tmp_path/'nan'
+    with pytest.raises(NonFiniteLoss, match='the D loss is nan at step 3'):
+        train(tiny_cfg(shapes_root, steps=6), run, progress=False, log=quiet)
+    ck = load_checkpoint(run)
+    assert ck['step'] == 2
+    # the console script: one line, exit 2, naming the last good checkpoint
+    calls['n'] = 0
+    cfg_args = dict(out=str(tmp_path/'nan_cli'), root=str(shapes_root), steps=6, bs=16, img_size=32, nf=8, model='dte', scl='none',
+                    ckpt_every=1, quiet=True)
+    with pytest.raises(SystemExit) as e: t2i_train(**cfg_args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'nan at step 3' in err[0] and 'last good checkpoint (step 2)' in err[0]
+
+
+def test_resume_with_other_configuration_fails_in_one_line(shapes_root, tmp_path, capsys):
+    run = tmp_path/'r'
+    train(tiny_cfg(shapes_root, steps=2), run, progress=False, log=quiet)
+    with pytest.raises(SystemExit) as e: t2i_train(resume=str(run), model='dte-shared', quiet=True)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: checkpoint was trained with model='dte', this run has model='dte-shared'"
+    with pytest.raises(SystemExit): t2i_train(resume=str(run), nf=16, quiet=True)
+    assert "gan.nf=8, this run has gan.nf=16" in capsys.readouterr().err
+    # a library-level resume with an edited configuration: the first mismatching key is named
+    with pytest.raises(T2IError, match='checkpoint was trained with'):
+        train(tiny_cfg(shapes_root, steps=3, net=T2IConfig(model='dte-shared', scl='none', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
+                                                           text=TextEmbedConfig(ninput=16, nhidden=32))), run, resume=True, progress=False, log=quiet)
+    with pytest.raises(SystemExit): t2i_train(resume=str(tmp_path/'nowhere'), quiet=True)
+    assert 'not a t2i_train run folder' in capsys.readouterr().err
+
+
+def test_loader_workers_do_not_change_the_run(shapes_root, tmp_path):
+    "All randomness of an epoch is planned in the main process: 2 worker processes give the same losses as none."
+    train(tiny_cfg(shapes_root, steps=3, ckpt_every=0), tmp_path/'w0', progress=False, log=quiet)
+    train(tiny_cfg(shapes_root, steps=3, ckpt_every=0, workers=2), tmp_path/'w2', progress=False, log=quiet)
+    assert history(tmp_path/'w0')['loss_D'] == history(tmp_path/'w2')['loss_D']
