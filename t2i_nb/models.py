@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from .core import Config, T2IError
 
 # %% auto #0
-__all__ = ['ARCHS', 'IMG_SIZES', 'GANConfig', 'channels', 'Affine', 'Fuse', 'mask_predictor', 'GBlock', 'NetG', 'DBlock', 'NetD',
-           'NetC', 'build_generator', 'build_discriminator', 'n_params', 'd_hinge_loss', 'g_hinge_loss', 'mismatch',
-           'ma_gp_from_out', 'ma_gp']
+__all__ = ['ARCHS', 'NORMS', 'IMG_SIZES', 'GANConfig', 'channels', 'Affine', 'Fuse', 'mask_predictor', 'GBlock', 'NetG', 'DBlock',
+           'NetD', 'NetC', 'build_generator', 'build_discriminator', 'n_params', 'd_hinge_loss', 'g_hinge_loss',
+           'mismatch', 'ma_gp_from_out', 'ma_gp']
 
 # %% ../nbs/06_models.ipynb #317de4fe
 ARCHS = ('dfgan', 'ssa')
+NORMS = ('none', 'batch')
 IMG_SIZES = (32, 64, 128, 256)
 
 @dataclass
@@ -29,11 +30,13 @@ class GANConfig(Config):
     cond_dim: int = 256   # sentence-embedding size
     ch: int = 3           # image channels
     arch: str = 'dfgan'   # generator backbone: 'dfgan' or 'ssa'
+    norm: str = 'none'    # 'none': DF-GAN's fusion; 'batch': parameter-free BatchNorm before each fusion (conditional BN)
 
     def __post_init__(self):
         if self.img_size not in IMG_SIZES:
             raise T2IError(f'img_size={self.img_size} is not supported: use one of {", ".join(map(str, IMG_SIZES))}')
         if self.arch not in ARCHS: raise T2IError(f'unknown arch {self.arch!r}: use one of {", ".join(ARCHS)}')
+        if self.norm not in NORMS: raise T2IError(f'unknown norm {self.norm!r}: use one of {", ".join(NORMS)}')
         for k in ('nf', 'z_dim', 'cond_dim', 'ch'):
             v = getattr(self, k)
             if not isinstance(v, int) or v < 1: raise T2IError(f'{k}={v!r} must be a positive integer')
@@ -75,13 +78,14 @@ class Affine(nn.Module):
         return x + mask * ((g - 1) * x + b)   # = x + mask * (modulated - x): SSA's (1 + m*dgamma) x + m*beta
 
 class Fuse(nn.Module):
-    "DF-GAN's deep fusion block: affine -> LeakyReLU(0.2) -> affine -> LeakyReLU(0.2)."
-    def __init__(self, cond_dim:int, n_ch:int):
+    "DF-GAN's deep fusion block: affine -> LeakyReLU(0.2) -> affine -> LeakyReLU(0.2); `norm='batch'` normalises `x` first."
+    def __init__(self, cond_dim:int, n_ch:int, norm:str='none'):
         super().__init__()
+        self.norm = nn.BatchNorm2d(n_ch, affine=False) if norm == 'batch' else nn.Identity()  # the affines are its scale and shift
         self.affine0, self.affine1 = Affine(cond_dim, n_ch), Affine(cond_dim, n_ch)
 
     def forward(self, x:Tensor, c:Tensor, mask:Tensor|None=None) -> Tensor:
-        x = F.leaky_relu(self.affine0(x, c, mask), 0.2)
+        x = F.leaky_relu(self.affine0(self.norm(x), c, mask), 0.2)
         return F.leaky_relu(self.affine1(x, c, mask), 0.2)
 
 # %% ../nbs/06_models.ipynb #b81d6763
@@ -93,10 +97,10 @@ def mask_predictor(ni:int, nh:int|None=None) -> nn.Sequential:
 # %% ../nbs/06_models.ipynb #f4a351d0
 class GBlock(nn.Module):
     "Upsample x2, then fuse -> conv3x3 -> fuse -> conv3x3 plus a shortcut; `ssa=True` gates the fusions with a predicted mask."
-    def __init__(self, cond_dim:int, ni:int, no:int, ssa:bool=False):
+    def __init__(self, cond_dim:int, ni:int, no:int, ssa:bool=False, norm:str='none'):
         super().__init__()
-        self.fuse1, self.c1 = Fuse(cond_dim, ni), nn.Conv2d(ni, no, 3, 1, 1)
-        self.fuse2, self.c2 = Fuse(cond_dim, no), nn.Conv2d(no, no, 3, 1, 1)
+        self.fuse1, self.c1 = Fuse(cond_dim, ni, norm), nn.Conv2d(ni, no, 3, 1, 1)
+        self.fuse2, self.c2 = Fuse(cond_dim, no, norm), nn.Conv2d(no, no, 3, 1, 1)
         self.shortcut = nn.Conv2d(ni, no, 1) if ni != no else nn.Identity()
         self.mask = mask_predictor(ni) if ssa else None
 
@@ -120,7 +124,7 @@ class NetG(nn.Module):
         chs = channels(cfg.nf, cfg.img_size)
         self.fc = nn.Linear(cfg.z_dim, chs[0] * 4 * 4)
         cond = cfg.z_dim + cfg.cond_dim
-        self.blocks = nn.ModuleList(GBlock(cond, ni, no, ssa=cfg.arch == 'ssa') for ni, no in zip(chs[:-1], chs[1:]))
+        self.blocks = nn.ModuleList(GBlock(cond, ni, no, ssa=cfg.arch == 'ssa', norm=cfg.norm) for ni, no in zip(chs[:-1], chs[1:]))
         self.to_rgb = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(chs[-1], cfg.ch, 3, 1, 1), nn.Tanh())
 
     def forward(self, z:Tensor, s:Tensor, return_masks:bool=False):

@@ -361,6 +361,7 @@ def ema_avg_fn(decay:float=0.999):
     "A `multi_avg_fn` for `AveragedModel`: EMA with decay `min(decay, (1 + n) / (10 + n))` after `n` updates."
     @torch.no_grad()
     def _avg(ema:list[Tensor], cur:list[Tensor], n):
+        if not ema[0].is_floating_point(): torch._foreach_copy_(ema, cur); return  # BatchNorm's batch counter
         d = min(decay, (1 + float(n)) / (10 + float(n)))
         torch._foreach_lerp_(ema, cur, 1 - d)
     return _avg
@@ -669,14 +670,14 @@ class TrainConfig(Config):
         return not self.net.is_dte or self.net.scl != 'none'
 
 # %% ../nbs/08_train.ipynb #da95b4b1
-def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, **kw) -> T2IConfig:
-    return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim), **kw)
+def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', **kw) -> T2IConfig:
+    return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim, norm=norm), **kw)
 
 PRESETS = {
     # offline demonstration on two CPU cores (about 15 minutes, see the measured run below)
     'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=1500, ckpt_every=250,
                              ema_decay=0.999, pretrain_epochs=4, precision='auto',
-                             net=_net(img_size=32, nf=32, z_dim=64, cond_dim=128, model='dte', scl='supcon',
+                             net=_net(img_size=32, nf=32, z_dim=64, cond_dim=128, norm='batch', model='dte', scl='supcon',
                                       text=TextEmbedConfig(ninput=64, nhidden=128))),
     # the papers' settings (DF-GAN's networks, optimisation and schedules): for a GPU
     'cub-256': TrainConfig(preset='cub-256', dataset='cub', bs=32, steps=0, epochs=1301, ckpt_every=2000, workers=8,
