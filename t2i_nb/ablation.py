@@ -13,7 +13,7 @@ from fastcore.script import call_parse, store_true
 
 # %% auto #0
 __all__ = ['ROWS', 'ABLATION_DATASETS', 'QUICK', 'FULL', 'METRICS', 'ORACLE_ORDER', 'CLAIMS', 'VERDICT_METRICS', 'PLOT_METRICS',
-           'AblationRow', 'AblationConfig', 'dataset_dir', 'encoders_dir', 'row_config', 'encoder_config', 'study_plan',
+           'AblationRow', 'AblationConfig', 'dataset_dir', 'encoders_dir', 'row_config', 'study_plan',
            'ensure_encoders', 'result_path', 'run_dir_of', 'run_metrics', 'run_one', 'metric_info', 'summarize',
            'ablation_markdown', 'compare_rows', 'verdicts', 'verdict_markdown', 'plot_ablation', 'run_ablation',
            't2i_ablation']
@@ -22,7 +22,7 @@ __all__ = ['ROWS', 'ABLATION_DATASETS', 'QUICK', 'FULL', 'METRICS', 'ORACLE_ORDE
 from .core import T2IError, Config, atomic_write, cli_errors
 from .shapes import make_shapes, make_shapes_multi, read_shapes_meta
 from .pretrain import PretrainConfig, pretrain
-from .train import TrainConfig, get_preset, apply_overrides, config_mismatch, train, CKPT_NAME
+from .train import TrainConfig, get_preset, encoder_config, apply_overrides, config_mismatch, train, CKPT_NAME
 from .metrics import EvaluatorConfig, TRUST_THRESHOLD, evaluate_run
 
 # %% ../nbs/12_ablation.ipynb #0024c794
@@ -130,13 +130,6 @@ def row_config(cfg:AblationConfig, row:str, dataset:str, seed:int) -> TrainConfi
         raise T2IError(f'row {row!r}: its encoders column disagrees with TrainConfig.needs_encoders ({tc.needs_encoders})')
     if r.pretrain is not None: tc = tc.replace(encoders=str(encoders_dir(cfg, dataset, seed, r.pretrain)))
     return tc.check()
-
-def encoder_config(tc:TrainConfig, scl:str|None=None, seed:int|None=None, device=None) -> PretrainConfig:
-    "The `PretrainConfig` `t2i_train` would use for `tc`'s encoders (as `t2i_nb.train._encoders_for`), with `scl`/`seed` if given."
-    return PretrainConfig(dataset=tc.dataset, root=str(tc.root), image_size=tc.net.gan.img_size, nef=tc.net.gan.cond_dim,
-                          epochs=tc.pretrain_epochs, bs=tc.bs, scl=tc.net.scl if scl is None else scl,
-                          seed=tc.seed if seed is None else seed, device=None if device is None else str(device),
-                          image_encoder='cnn' if tc.dataset.startswith('shapes') else None)
 
 def study_plan(cfg:AblationConfig) -> list[tuple[str, str, int]]:
     "Every `(row, dataset, seed)` of the study in running order: seed-major, so an interrupted study has every row at some seeds."

@@ -15,7 +15,7 @@ from torchvision.utils import make_grid
 
 # %% auto #0
 __all__ = ['T2IError', 'cli_errors', 'default_device', 'set_seed', 'to_uint8', 'from_uint8', 'to_pil', 'from_pil', 'atomic_write',
-           'captioned_grid', 'save_grid', 'Config', 'system_info', 't2i_info']
+           'read_json', 'metric_line', 'captioned_grid', 'save_grid', 'Config', 'system_info', 't2i_info']
 
 # %% ../nbs/00_core.ipynb #513b57b4
 class T2IError(Exception):
@@ -104,6 +104,19 @@ def atomic_write(path:str|Path, write:Callable[[Path], Any]) -> Path:
         if tmp.exists(): tmp.unlink()
     return path
 
+# %% ../nbs/00_core.ipynb #47630b64
+def read_json(path:str|Path, what:str='JSON file') -> Any:
+    "The parsed contents of `path`; a missing or malformed file is a one-line `T2IError` naming `what` it should be."
+    path = Path(path)
+    if not path.is_file(): raise T2IError(f'no {what} at {path}')
+    try: return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise T2IError(f'{path} is not a valid {what} ({e})') from None
+
+# %% ../nbs/00_core.ipynb #874de64e
+def metric_line(metric_names:Sequence[str], row:Sequence) -> str:
+    "`name value` pairs of one fastai recorder row (`row[0]` is the epoch, as `metric_names[0]` is 'epoch')."
+    return '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(metric_names[1:], row[1:]))
+
 # %% ../nbs/00_core.ipynb #cdb3151d
 def _font(size:int=10):
     try: return ImageFont.load_default(size=size)
@@ -183,11 +196,7 @@ class Config:
     @classmethod
     def load(cls, path:str|Path):
         "Read a config saved with `save`; a missing file is a one-line error."
-        path = Path(path)
-        if not path.exists(): raise T2IError(f'no configuration file at {path}')
-        try: d = json.loads(path.read_text())
-        except json.JSONDecodeError as e: raise T2IError(f'{path} is not valid JSON ({e.msg} at line {e.lineno})') from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path, 'configuration file'))
     def replace(self, **kw):
         "A copy with some fields changed."
         return dataclasses.replace(self, **kw)

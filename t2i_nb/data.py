@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from .core import T2IError, atomic_write, cli_errors, captioned_grid, default_device, from_uint8
+from .core import T2IError, atomic_write, cli_errors, captioned_grid, default_device, from_uint8, read_json
 
 # %% auto #0
 __all__ = ['DATASETS', 'DEFAULT_ROOTS', 'safe_unpickle', 'Vocab', 'Sample', 'CaptionDataset', 'bbox_crop_box', 'read_image',
@@ -115,10 +115,7 @@ class Vocab:
     @classmethod
     def load(cls, path:str|Path):
         "Read a vocabulary written by `save`."
-        path = Path(path)
-        if not path.is_file(): raise T2IError(f'no vocabulary file at {path}')
-        try: d = json.loads(path.read_text())
-        except json.JSONDecodeError as e: raise T2IError(f'{path} is not a vocabulary JSON file ({e})') from None
+        d = read_json(path, 'vocabulary file')
         if not isinstance(d, dict) or 'itos' not in d: raise T2IError(f'{path} is not a vocabulary JSON file (no "itos" list)')
         return cls(d['itos'], d.get('pad_idx', 0), d.get('unk_idx'))
 

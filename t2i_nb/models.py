@@ -31,6 +31,7 @@ class GANConfig(Config):
     ch: int = 3           # image channels
     arch: str = 'dfgan'   # generator backbone: 'dfgan' or 'ssa'
     norm: str = 'none'    # 'none': DF-GAN's fusion; 'batch': parameter-free BatchNorm before each fusion (conditional BN)
+    d_gate: float = 0.    # initial value of the discriminator's residual gates (DF-GAN: 0, the residual branches start switched off)
 
     def __post_init__(self):
         if self.img_size not in IMG_SIZES:
@@ -140,13 +141,13 @@ class NetG(nn.Module):
 
 # %% ../nbs/06_models.ipynb #9a1b3bba
 class DBlock(nn.Module):
-    "Down-sampling residual block: `avgpool(shortcut(x)) + gamma * res(x)`, gamma initialised to 0."
-    def __init__(self, ni:int, no:int):
+    "Down-sampling residual block: `avgpool(shortcut(x)) + gamma * res(x)`, the gate gamma initialised to `gate` (DF-GAN: 0)."
+    def __init__(self, ni:int, no:int, gate:float=0.):
         super().__init__()
         self.res = nn.Sequential(nn.Conv2d(ni, no, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
                                  nn.Conv2d(no, no, 3, 1, 1, bias=False), nn.LeakyReLU(0.2))
         self.shortcut = nn.Conv2d(ni, no, 1) if ni != no else nn.Identity()
-        self.gamma = nn.Parameter(torch.zeros(1))
+        self.gamma = nn.Parameter(torch.full((1,), float(gate)))
 
     def forward(self, x:Tensor) -> Tensor: return F.avg_pool2d(self.shortcut(x), 2) + self.gamma * self.res(x)
 
@@ -157,7 +158,7 @@ class NetD(nn.Module):
         self.cfg = cfg
         chs = channels(cfg.nf, cfg.img_size)[::-1]
         self.stem = nn.Conv2d(cfg.ch, chs[0], 3, 1, 1)
-        self.blocks = nn.Sequential(*[DBlock(ni, no) for ni, no in zip(chs[:-1], chs[1:])])
+        self.blocks = nn.Sequential(*[DBlock(ni, no, cfg.d_gate) for ni, no in zip(chs[:-1], chs[1:])])
         self.out_ch = chs[-1]
 
     def forward(self, img:Tensor) -> Tensor:

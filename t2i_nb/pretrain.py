@@ -27,7 +27,7 @@ from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.optimizer import Adam
 from fastcore.script import call_parse, store_true
-from .core import T2IError, Config, atomic_write, cli_errors, default_device, set_seed
+from .core import T2IError, Config, atomic_write, cli_errors, default_device, set_seed, metric_line
 from .data import (Vocab, CaptionDataset, TextImageDataset, T2IDataLoader, DATASETS, DEFAULT_ROOTS, get_dls,
                          load_dataset, dataset_root, held_out_split)
 from .encoders import build_text_encoder, build_image_encoder, load_strict, count_params
@@ -355,10 +355,7 @@ def _history(learn:Learner) -> list[dict]:
 @contextlib.contextmanager
 def _epoch_lines(learn:Learner, log, n_epochs:int):
     "Replace fastai's progress table by one printed line per epoch."
-    def line(rec):
-        names = list(learn.recorder.metric_names[1:])
-        parts = [f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names, rec[1:])]
-        log(f'epoch {rec[0] + 1}/{n_epochs}  ' + '  '.join(parts))
+    def line(rec): log(f'epoch {rec[0] + 1}/{n_epochs}  ' + metric_line(learn.recorder.metric_names, rec))
     old = learn.logger
     learn.logger = line
     try:

@@ -20,7 +20,7 @@ from fastai.optimizer import Optimizer
 from fastai.callback.core import Callback, CancelBatchException, CancelTrainException, CancelValidException, CancelFitException
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import to_device
-from .core import T2IError, Config, atomic_write, cli_errors, default_device, set_seed, save_grid
+from .core import T2IError, Config, atomic_write, cli_errors, default_device, set_seed, save_grid, metric_line
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'CKPT_FORMAT', 'CKPT_NAME', 'PRESETS', 'gan_optimizers', 'resolve_precision', 'grad_norm', 'AMP',
@@ -28,8 +28,8 @@ __all__ = ['PRECISIONS', 'CKPT_FORMAT', 'CKPT_NAME', 'PRESETS', 'gan_optimizers'
            'set_rng_state', 'preserve_rng', 'DataState', 'LossHistory', 'plot_losses', 'ema_avg_fn', 'EMA',
            'config_mismatch', 'load_state_strict', 'save_checkpoint', 'load_checkpoint', 'run_state', 'load_run_state',
            'Checkpointer', 'RunControl', 'SampleGrid', 'gan_learner', 'fit_steps', 'init_distributed',
-           'broadcast_state', 'TrainConfig', 'get_preset', 'sample_captions', 'build_system', 'train', 'load_run',
-           'bench_train', 'apply_overrides', 't2i_train']
+           'broadcast_state', 'TrainConfig', 'get_preset', 'sample_captions', 'encoder_config', 'build_system', 'train',
+           'load_run', 'bench_train', 'apply_overrides', 't2i_train']
 
 # %% ../nbs/08_train.ipynb #32c3c974
 def _device(m:nn.Module) -> torch.device: return next(m.parameters()).device
@@ -670,15 +670,16 @@ class TrainConfig(Config):
         return not self.net.is_dte or self.net.scl != 'none'
 
 # %% ../nbs/08_train.ipynb #da95b4b1
-def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', **kw) -> T2IConfig:
-    return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim, norm=norm), **kw)
+def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', d_gate=0., **kw) -> T2IConfig:
+    return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim, norm=norm, d_gate=d_gate), **kw)
 
 PRESETS = {
     # offline demonstration on two CPU cores (about 15 minutes, see the measured run below)
-    'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=1500, ckpt_every=250,
-                             ema_decay=0.999, pretrain_epochs=4, precision='auto',
-                             net=_net(img_size=32, nf=32, z_dim=64, cond_dim=128, norm='batch', model='dte', scl='supcon',
-                                      text=TextEmbedConfig(ninput=64, nhidden=128))),
+    # (conditional BN, D's gates open, strong SCL and alignment terms, a fast G: see "Tuning cpu-quick" below)
+    'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=2500, ckpt_every=500,
+                             lr_g=4e-4, ema_decay=0.999, pretrain_epochs=10, precision='auto',
+                             net=_net(img_size=32, nf=16, z_dim=64, cond_dim=128, norm='batch', d_gate=1., model='dte',
+                                      scl='supcon', lambda_scl=1., lambda_align=1., text=TextEmbedConfig(ninput=64, nhidden=128))),
     # the papers' settings (DF-GAN's networks, optimisation and schedules): for a GPU
     'cub-256': TrainConfig(preset='cub-256', dataset='cub', bs=32, steps=0, epochs=1301, ckpt_every=2000, workers=8,
                            channels_last=True, pretrain_epochs=600, net=_net(model='dte', scl='supcon')),
@@ -699,9 +700,17 @@ def sample_captions(ds, vocab:Vocab, n:int=16) -> tuple[Tensor, Tensor, list[str
     toks, lens = vocab.encode_batch(caps)
     return toks, lens, caps
 
+def encoder_config(cfg:TrainConfig, root:str|Path|None=None, scl:str|None=None, seed:int|None=None, device=None) -> PretrainConfig:
+    "The `PretrainConfig` of the encoders `t2i_train` pre-trains for `cfg` when none are given (`scl`, `seed`: other choices)."
+    from t2i_nb.pretrain import PretrainConfig
+    return PretrainConfig(dataset=cfg.dataset, root=str(cfg.root if root is None else root), image_size=cfg.net.gan.img_size,
+                          nef=cfg.net.gan.cond_dim, epochs=cfg.pretrain_epochs, bs=cfg.bs, scl=cfg.net.scl if scl is None else scl,
+                          seed=cfg.seed if seed is None else seed, device=None if device is None else str(device),
+                          image_encoder='cnn' if cfg.dataset.startswith('shapes') else None)
+
 def _encoders_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:bool):
     "`(text_encoder, image_encoder, vocab)`: from `cfg.encoders`, the run's `encoders/`, or a quick pre-training here."
-    from t2i_nb.pretrain import pretrain, load_pretrained, PretrainConfig
+    from t2i_nb.pretrain import pretrain, load_pretrained
     local = run_dir/'encoders'
     if cfg.encoders is not None and not resume:
         src = Path(cfg.encoders)
@@ -711,10 +720,7 @@ def _encoders_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:boo
         if resume: raise T2IError(f'{run_dir} has no encoders/ folder: it was not written by t2i_train')
         if _rank0():
             log(f'pre-training the encoders the model needs ({cfg.pretrain_epochs} epochs) into {local}')
-            pcfg = PretrainConfig(dataset=cfg.dataset, root=str(root), image_size=cfg.net.gan.img_size, nef=cfg.net.gan.cond_dim,
-                                  epochs=cfg.pretrain_epochs, bs=cfg.bs, scl=cfg.net.scl if cfg.net.scl != 'none' else 'none',
-                                  seed=cfg.seed, device=str(dev), image_encoder='cnn' if cfg.dataset.startswith('shapes') else None)
-            pretrain(pcfg, out=local, progress=False, log=log)
+            pretrain(encoder_config(cfg, root, device=dev), out=local, progress=False, log=log)
     if world_info()[1] > 1: dist.barrier()
     text, img, vocab, _ = load_pretrained(local, device=dev)
     return text, img, vocab
@@ -734,10 +740,7 @@ def build_system(cfg:TrainConfig, text_encoder=None, image_encoder=None, device=
 
 def _print_epochs(learn:Learner, log, total:int):
     "One printed line per epoch (instead of progress bars, for logs and pipes)."
-    def line(rec):
-        names = list(learn.recorder.metric_names[1:])
-        parts = [f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names, rec[1:])]
-        log(f'step {learn.gan_trainer.step}/{total}  ' + '  '.join(parts))
+    def line(rec): log(f'step {learn.gan_trainer.step}/{total}  ' + metric_line(learn.recorder.metric_names, rec))
     learn.logger = line
 
 # %% ../nbs/08_train.ipynb #a105749b

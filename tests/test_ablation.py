@@ -5,7 +5,8 @@ import pytest
 from t2i_nb.core import T2IError
 from t2i_nb import ablation as abl
 from t2i_nb.ablation import (ROWS, QUICK, FULL, AblationConfig, summarize, ablation_markdown, verdicts, verdict_markdown,
-                             row_config, encoder_config, run_ablation, result_path, run_dir_of, t2i_ablation)
+                             row_config, run_ablation, result_path, run_dir_of, t2i_ablation)
+from t2i_nb.train import encoder_config
 
 
 def fake_result(row, dataset, seed, fid, rp, acc, steps=100):
@@ -85,8 +86,8 @@ def test_rows_have_an_equal_budget_and_shared_encoders():
     assert (q.steps, q.bs, q.net.gan.img_size, q.net.gan.nf, q.n_images) == (10, 16, 32, 8, 120)
 
 
-def test_encoder_config_matches_what_t2i_train_would_pretrain(tmp_path, monkeypatch):
-    "encoder_config mirrors t2i_nb.train._encoders_for: catch any drift between the two."
+def test_study_encoders_are_what_t2i_train_would_pretrain(tmp_path, monkeypatch):
+    "The study's shared encoders (encoder_config) are the ones a single t2i_train run pre-trains for itself."
     import t2i_nb.pretrain as P
     from t2i_nb.train import _encoders_for
     seen = {}
