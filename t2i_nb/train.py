@@ -620,6 +620,7 @@ from .models import GANConfig
 from .encoders import TextEmbedConfig
 from .gan import T2IGAN, T2IConfig, MODELS
 from .losses import CONTRASTIVE
+from .pretrain import PretrainConfig
 
 # %% ../nbs/08_train.ipynb #07da478e
 @dataclass
@@ -702,7 +703,6 @@ def sample_captions(ds, vocab:Vocab, n:int=16) -> tuple[Tensor, Tensor, list[str
 
 def encoder_config(cfg:TrainConfig, root:str|Path|None=None, scl:str|None=None, seed:int|None=None, device=None) -> PretrainConfig:
     "The `PretrainConfig` of the encoders `t2i_train` pre-trains for `cfg` when none are given (`scl`, `seed`: other choices)."
-    from t2i_nb.pretrain import PretrainConfig
     return PretrainConfig(dataset=cfg.dataset, root=str(cfg.root if root is None else root), image_size=cfg.net.gan.img_size,
                           nef=cfg.net.gan.cond_dim, epochs=cfg.pretrain_epochs, bs=cfg.bs, scl=cfg.net.scl if scl is None else scl,
                           seed=cfg.seed if seed is None else seed, device=None if device is None else str(device),
