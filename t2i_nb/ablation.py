@@ -327,6 +327,12 @@ def verdict_markdown(vs:Sequence[dict]) -> str:
 # %% ../nbs/12_ablation.ipynb #602cbede
 PLOT_METRICS = ('fid', 'kid', 'r_precision', 'oracle_all')
 
+def _panel_metric(rows:dict, key:str) -> str:
+    "`key`, or for an oracle key this set lacks (its evaluator is not trusted on it) the set's first oracle attribute it has."
+    have = {k for r in rows.values() for k in r['metrics']}
+    if key in have or not key.startswith('oracle_'): return key
+    return next((k for k in _order(have) if k.startswith('oracle_')), key)
+
 def plot_ablation(summary:dict, path:str|Path|None=None, metrics:Sequence[str]|None=None):
     "Bar charts (a panel per data set and metric; bars: rows; error bars: std over seeds); saved as PNG to `path` if given."
     from matplotlib.figure import Figure
@@ -337,6 +343,7 @@ def plot_ablation(summary:dict, path:str|Path|None=None, metrics:Sequence[str]|N
     for i, ds in enumerate(dss):
         names = list(summary[ds])
         for j, k in enumerate(keys):
+            k = _panel_metric(summary[ds], k)
             ax, (label, better, scale, pct) = axs[i, j], metric_info(k)
             sc, st = 100 if pct else scale, [summary[ds][r]['metrics'].get(k) for r in names]
             ax.bar(range(len(names)), [s['mean'] * sc if s else 0 for s in st], yerr=[(s['std'] or 0) * sc if s else 0 for s in st],

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_train.ipynb #003c7ddc
 from __future__ import annotations
-import datetime, json, math, os, random, shutil, signal, sys, threading, time, warnings
+import datetime, functools, json, math, os, random, shutil, signal, sys, threading, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,13 @@ from fastai.torch_core import to_device
 from .core import T2IError, Config, atomic_write, cli_errors, default_device, set_seed, save_grid, metric_line
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CKPT_FORMAT', 'CKPT_NAME', 'PRESETS', 'gan_optimizers', 'resolve_precision', 'grad_norm', 'AMP',
-           'NonFiniteLoss', 'world_info', 'all_reduce_grads', 'frozen', 'GANTrainer', 'LossComponent', 'rng_state',
-           'set_rng_state', 'preserve_rng', 'DataState', 'LossHistory', 'plot_losses', 'ema_avg_fn', 'EMA',
-           'config_mismatch', 'load_state_strict', 'save_checkpoint', 'load_checkpoint', 'run_state', 'load_run_state',
-           'Checkpointer', 'RunControl', 'SampleGrid', 'gan_learner', 'fit_steps', 'init_distributed',
-           'broadcast_state', 'TrainConfig', 'get_preset', 'sample_captions', 'encoder_config', 'build_system', 'train',
-           'load_run', 'bench_train', 'apply_overrides', 't2i_train']
+__all__ = ['PRECISIONS', 'CKPT_FORMAT', 'CKPT_NAME', 'PRESETS', 'gan_optimizers', 'cpu_has_bf16', 'use_channels_last',
+           'resolve_precision', 'grad_norm', 'AMP', 'NonFiniteLoss', 'world_info', 'all_reduce_grads', 'frozen',
+           'GANTrainer', 'LossComponent', 'rng_state', 'set_rng_state', 'preserve_rng', 'DataState', 'LossHistory',
+           'plot_losses', 'ema_avg_fn', 'EMA', 'config_mismatch', 'load_state_strict', 'save_checkpoint',
+           'load_checkpoint', 'run_state', 'load_run_state', 'Checkpointer', 'RunControl', 'SampleGrid', 'gan_learner',
+           'fit_steps', 'init_distributed', 'broadcast_state', 'TrainConfig', 'get_preset', 'sample_captions',
+           'encoder_config', 'build_system', 'train', 'load_run', 'bench_train', 'apply_overrides', 't2i_train']
 
 # %% ../nbs/08_train.ipynb #32c3c974
 def _device(m:nn.Module) -> torch.device: return next(m.parameters()).device
@@ -45,13 +45,26 @@ def gan_optimizers(system:nn.Module, lr_g:float=1e-4, lr_d:float=4e-4, betas:Seq
 PRECISIONS = ('fp32', 'bf16', 'fp16', 'auto')
 _DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': None}
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    "Whether this CPU has native bf16 dot products (x86 `avx512_bf16` or `amx_bf16`; read from /proc/cpuinfo, so Linux only)."
+    try: flags = set(Path('/proc/cpuinfo').read_text().split())
+    except OSError: return False
+    return bool(flags & {'avx512_bf16', 'amx_bf16'}) and torch.backends.mkldnn.is_available()
+
+def use_channels_last(channels_last:bool|None, device:str|torch.device, precision:str) -> bool:
+    "`channels_last` if given; `None`: on for CUDA and for bf16 on the CPU (oneDNN's bf16 convolutions want NHWC)."
+    if channels_last is not None: return channels_last
+    dev = torch.device(device)
+    return dev.type == 'cuda' or (dev.type == 'cpu' and resolve_precision(precision, dev) == 'bf16')
+
 def resolve_precision(precision:str, device:str|torch.device) -> str:
-    "'fp32', 'bf16' or 'fp16' for `precision` on `device` ('auto': bf16 on a bf16-capable GPU, else fp16 on CUDA, fp32 on the CPU)."
+    "'fp32', 'bf16' or 'fp16' for `precision` on `device` ('auto': bf16 on a bf16-capable GPU, else fp16 on CUDA; on the CPU bf16 if `cpu_has_bf16()`, else fp32)."
     if precision not in PRECISIONS: raise T2IError(f'unknown precision {precision!r}: use one of {", ".join(PRECISIONS)}')
     dev = torch.device(device)
     if precision == 'auto':
         if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-        return 'fp32'
+        return 'bf16' if dev.type == 'cpu' and cpu_has_bf16() else 'fp32'
     if precision == 'fp16' and dev.type not in ('cuda', 'cpu'):
         raise T2IError(f'fp16 with gradient scaling is supported on CUDA (and the CPU), not on {dev.type}: use bf16 or fp32')
     return precision
@@ -560,13 +573,14 @@ def _noop_logger(*args, **kwargs): pass
 
 def gan_learner(dls, system:nn.Module, run_dir:str|Path|None=None, lr_g:float=1e-4, lr_d:float=4e-4,
                 betas:Sequence[float]=(0., 0.9), n_critic:int=1, ema_decay:float=0.999, precision:str='fp32',
-                ckpt_every:int=0, samples:tuple|None=None, seed:int=0, channels_last:bool=False, compile:bool=False,
+                ckpt_every:int=0, samples:tuple|None=None, seed:int=0, channels_last:bool|None=None, compile:bool=False,
                 fused:bool|None=None, config:dict|None=None, vocab=None, progress:bool=True, handle_signals:bool=True,
                 cbs:list|None=None) -> Learner:
     "A fastai `Learner` that trains `system` as a GAN; `samples=(tokens, lengths, captions)` enables sample grids."
     dev = _device(system)
-    if channels_last: system.to(memory_format=torch.channels_last)
     amp = AMP(precision, dev)
+    channels_last = use_channels_last(channels_last, dev, amp.mode)
+    if channels_last: system.to(memory_format=torch.channels_last)
     trainer = GANTrainer(system, amp, lr_g, lr_d, betas, n_critic, fused, channels_last)
     ema = EMA(system.netG, ema_decay)          # before compiling: the copy must be a plain module
     if compile: system.netG.compile()
@@ -638,9 +652,9 @@ class TrainConfig(Config):
     betas: tuple = (0., 0.9)         # Adam betas (DF-GAN)
     n_critic: int = 1                # D steps per G step
     ema_decay: float = 0.999         # EMA of the generator's weights
-    precision: str = 'auto'          # fp32, bf16, fp16 or auto (bf16/fp16 on a GPU, fp32 on the CPU)
+    precision: str = 'auto'          # fp32, bf16, fp16 or auto (bf16/fp16 on a GPU; on the CPU bf16 if it has native bf16, else fp32)
     compile: bool = False            # torch.compile the generator
-    channels_last: bool = False      # channels-last memory format
+    channels_last: bool|None = None  # channels-last memory format (None: on for CUDA and for bf16 on the CPU)
     workers: int = 0                 # DataLoader worker processes
     seed: int = 0
     ckpt_every: int = 500            # steps between checkpoints (and always at the end)
@@ -840,7 +854,7 @@ def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32,
                 warmup:int=1, precision:str='auto', channels_last:bool|None=None, model:str='dfgan', seed:int=0) -> dict:
     "Images/s of the engine's D+G training step vs a plain fp32 eager loop of the same model, per image size."
     dev = default_device(device)
-    cl = dev.type == 'cuda' if channels_last is None else channels_last
+    cl = use_channels_last(channels_last, dev, precision)
     out = {'device': str(dev), 'torch_threads': torch.get_num_threads(), 'model': model, 'nf': nf, 'sizes': {}}
     for size in sizes:
         b = bs or {32: 32, 64: 32, 128: 16, 256: 8}.get(size, 16)
@@ -905,7 +919,7 @@ def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo, ~1
               encoders:str=None,           # t2i_pretrain run folder with the DAMSM encoders (default: pre-train them here if needed)
               seed:int=None,               # Random seed
               device:str=None,             # cpu, cuda, cuda:N, mps (default: T2I_DEVICE, else the best present)
-              precision:str=None,          # fp32, bf16, fp16 or auto (bf16/fp16 on a GPU, fp32 on the CPU)
+              precision:str=None,          # fp32, bf16, fp16 or auto (bf16/fp16 on a GPU; bf16 on a CPU with native bf16, else fp32)
               workers:int=None,            # DataLoader worker processes
               ckpt_every:int=None,         # Steps between checkpoints (one is always written at the end)
               n_critic:int=None,           # D steps per G step

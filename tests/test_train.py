@@ -8,7 +8,7 @@ from t2i_nb.shapes import make_shapes
 from t2i_nb.models import GANConfig
 from t2i_nb.encoders import TextEmbedConfig
 from t2i_nb.gan import T2IGAN, T2IConfig
-from t2i_nb.train import (TrainConfig, train, load_run, load_checkpoint, t2i_train, NonFiniteLoss, gan_learner, fit_steps,
+from t2i_nb.train import (TrainConfig, resolve_precision, train, load_run, load_checkpoint, t2i_train, NonFiniteLoss, gan_learner, fit_steps,
                           CKPT_NAME)
 
 torch.set_num_threads(1)
@@ -58,7 +58,7 @@ def test_run_folder_and_load_run(shapes_root, tmp_path):
     assert {'config.json', 'vocab.json', CKPT_NAME, 'history.json', 'loss_curves.png', 'metrics.json', 'samples'} <= names
     assert (run/'samples'/'latest.png').exists() and (run/'samples'/'step_000004.png').exists()   # epoch 1 ends at step 4
     m = json.loads((run/'metrics.json').read_text())
-    assert m['steps'] == 5 and m['skipped_steps'] == {'D': 0, 'G': 0} and m['precision'] == 'fp32'
+    assert m['steps'] == 5 and m['skipped_steps'] == {'D': 0, 'G': 0} and m['precision'] == resolve_precision('auto', 'cpu')
     ck = torch.load(run/CKPT_NAME, weights_only=True)   # loads without unpickling code
     assert {'system', 'gan_trainer', 'amp', 'ema', 'data_state', 'loss_history', 'rng', 'config'} <= set(ck)
     assert {'opt_g', 'opt_d'} <= set(ck['gan_trainer']) and set(ck['amp']['scalers']) == {'D', 'G'}
