@@ -441,7 +441,8 @@ def image_cache(ds:CaptionDataset, load:int, cache_dir:str|Path|None=None, progr
                 it = ex.map(one, range(len(ds)))
                 if show:
                     from fastprogress.fastprogress import progress_bar
-                    it = progress_bar(it, total=len(ds), comment=f'caching {ds.name} {ds.split} at {load}px')
+                    it = progress_bar(it, total=len(ds))
+                    it.comment = f'caching {ds.name} {ds.split} at {load}px'   # an attribute: the constructor takes no comment
                 for _ in it: pass
             out.pop('arr').flush()
         atomic_write(npy, write)

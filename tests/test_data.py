@@ -287,6 +287,7 @@ def test_cache_reuse_rebuild_and_corrupt(cub):
     stamp = path.stat().st_mtime_ns
     assert image_cache(ds, 38)[2].stat().st_mtime_ns == stamp                      # reused
     assert image_cache(ds, 76)[2] != path and path.exists()                         # another size: its own file
+    assert image_cache(ds, 40, progress=True)[1].all()                              # with a progress bar (shown above 2000 images)
     bad = ds[3].image
     bad.write_bytes(bad.read_bytes()[:200])                                         # truncated JPEG
     with pytest.warns(UserWarning, match='1 corrupt or unreadable'):
