@@ -32,6 +32,7 @@ class GANConfig(Config):
     arch: str = 'dfgan'   # generator backbone: 'dfgan' or 'ssa'
     norm: str = 'none'    # 'none': DF-GAN's fusion; 'batch': parameter-free BatchNorm before each fusion (conditional BN)
     d_gate: float = 0.    # initial value of the discriminator's residual gates (DF-GAN: 0, the residual branches start switched off)
+    nf_d: int = 0         # discriminator base width; 0: the same as `nf` (DF-GAN)
 
     def __post_init__(self):
         if self.img_size not in IMG_SIZES:
@@ -41,11 +42,17 @@ class GANConfig(Config):
         for k in ('nf', 'z_dim', 'cond_dim', 'ch'):
             v = getattr(self, k)
             if not isinstance(v, int) or v < 1: raise T2IError(f'{k}={v!r} must be a positive integer')
+        if not isinstance(self.nf_d, int) or self.nf_d < 0: raise T2IError(f'nf_d={self.nf_d!r} must be 0 (same as nf) or a positive integer')
 
     @property
     def n_blocks(self) -> int:
         "Number of up-sampling (G) / down-sampling (D) blocks: log2(img_size) - 2."
         return int(math.log2(self.img_size)) - 2
+
+    @property
+    def d_nf(self) -> int:
+        "The discriminator's base width: `nf_d`, or `nf` when it is 0."
+        return self.nf_d or self.nf
 
 # %% ../nbs/06_models.ipynb #6e62685d
 def channels(nf:int, img_size:int) -> list[int]:
@@ -156,7 +163,7 @@ class NetD(nn.Module):
     def __init__(self, cfg:GANConfig):
         super().__init__()
         self.cfg = cfg
-        chs = channels(cfg.nf, cfg.img_size)[::-1]
+        chs = channels(cfg.d_nf, cfg.img_size)[::-1]
         self.stem = nn.Conv2d(cfg.ch, chs[0], 3, 1, 1)
         self.blocks = nn.Sequential(*[DBlock(ni, no, cfg.d_gate) for ni, no in zip(chs[:-1], chs[1:])])
         self.out_ch = chs[-1]
@@ -172,8 +179,8 @@ class NetC(nn.Module):
     def __init__(self, cfg:GANConfig):
         super().__init__()
         self.cfg = cfg
-        self.joint = nn.Sequential(nn.Conv2d(cfg.nf * 8 + cfg.cond_dim, cfg.nf * 2, 3, 1, 1, bias=False), nn.LeakyReLU(0.2),
-                                   nn.Conv2d(cfg.nf * 2, 1, 4, 1, 0, bias=False))
+        self.joint = nn.Sequential(nn.Conv2d(cfg.d_nf * 8 + cfg.cond_dim, cfg.d_nf * 2, 3, 1, 1, bias=False), nn.LeakyReLU(0.2),
+                                   nn.Conv2d(cfg.d_nf * 2, 1, 4, 1, 0, bias=False))
 
     def forward(self, feats:Tensor, s:Tensor) -> Tensor:
         _check_vec(s, self.cfg.cond_dim, 'sentence embedding s', 'cond_dim')
