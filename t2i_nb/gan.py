@@ -10,16 +10,17 @@ from torch import nn, Tensor
 from .core import Config, T2IError, set_seed
 from .encoders import DualTextEmbedding, TextEmbedConfig, TextEmbeds, count_params
 from .losses import damsm_sent_loss, contrastive_loss, LabelHead, ce_label_loss, CONTRASTIVE
-from .models import (GANConfig, build_generator, build_discriminator, d_hinge_loss, g_hinge_loss,
+from .models import (GANConfig, build_generator, build_discriminator, hard_mismatch, d_hinge_loss, g_hinge_loss,
                            ma_gp_from_out, mismatch)
 
 # %% auto #0
-__all__ = ['MODELS', 'TRUNK_GRAD', 'T2IConfig', 'T2IGAN', 'd_parameters', 'g_parameters', 'embed', 'sample_z', 'generate',
-           'd_loss', 'scl_loss', 'g_loss']
+__all__ = ['MODELS', 'TRUNK_GRAD', 'MISMATCH', 'T2IConfig', 'T2IGAN', 'd_parameters', 'g_parameters', 'embed', 'sample_z',
+           'generate', 'd_loss', 'scl_loss', 'g_loss']
 
 # %% ../nbs/07_gan.ipynb #66e26311
 MODELS = ('dfgan', 'ssa', 'dte', 'dte-shared')
 TRUNK_GRAD = ('both', 'd', 'g')
+MISMATCH = ('roll', 'hard')
 
 @dataclass
 class T2IConfig(Config):
@@ -37,10 +38,12 @@ class T2IConfig(Config):
     lambda_kl: float = 1.0        # weight of the conditioning-augmentation KL (when text.ca)
     gp_k: float = 2.              # MA-GP weight k
     gp_p: float = 6.              # MA-GP power p
+    mismatch: str = 'roll'        # D's wrong captions: 'roll' (DF-GAN: the batch shifted) | 'hard' (the closest caption of another class)
 
     def __post_init__(self):
         if self.model not in MODELS: raise T2IError(f'unknown model {self.model!r}: use one of {", ".join(MODELS)}')
         if self.scl not in CONTRASTIVE: raise T2IError(f'unknown scl {self.scl!r}: use one of {", ".join(CONTRASTIVE)}')
+        if self.mismatch not in MISMATCH: raise T2IError(f'unknown mismatch {self.mismatch!r}: use one of {", ".join(MISMATCH)}')
         if self.trunk_grad not in TRUNK_GRAD: raise T2IError(f'unknown trunk_grad {self.trunk_grad!r}: use one of {", ".join(TRUNK_GRAD)}')
         if isinstance(self.gan, dict): self.gan = GANConfig.from_dict(self.gan, _path='gan')
         if isinstance(self.text, dict): self.text = TextEmbedConfig.from_dict(self.text, _path='text')
@@ -157,7 +160,7 @@ def d_loss(self:T2IGAN, batch, grad_scale:float|None=None):
     img = img.detach().requires_grad_(True)
     feats = self.netD(img)
     out_real = self.netC(feats, s_d)
-    out_mis = self.netC(feats, mismatch(s_d, _single(labels)))
+    out_mis = self.netC(feats, (hard_mismatch if cfg.mismatch == 'hard' else mismatch)(s_d, _single(labels)))
     out_fake = self.netC(self.netD(fake), s_d)
     adv = d_hinge_loss(out_real, out_fake, out_mis)
     gp = ma_gp_from_out(out_real, img, s_d, k=cfg.gp_k, p=cfg.gp_p, inv_scale=None if grad_scale is None else 1 / grad_scale)

@@ -14,7 +14,7 @@ from .core import Config, T2IError
 # %% auto #0
 __all__ = ['ARCHS', 'NORMS', 'IMG_SIZES', 'GANConfig', 'channels', 'Affine', 'Fuse', 'mask_predictor', 'GBlock', 'NetG', 'DBlock',
            'NetD', 'NetC', 'build_generator', 'build_discriminator', 'n_params', 'd_hinge_loss', 'g_hinge_loss',
-           'mismatch', 'ma_gp_from_out', 'ma_gp']
+           'mismatch', 'hard_mismatch', 'ma_gp_from_out', 'ma_gp']
 
 # %% ../nbs/06_models.ipynb #317de4fe
 ARCHS = ('dfgan', 'ssa')
@@ -227,6 +227,24 @@ def mismatch(s:Tensor, labels:Tensor|None=None, shift:int=1) -> Tensor:
         clashes = [int((labels == labels.roll(k, 0)).sum()) for k in range(1, B)]
         shift = 1 + min(range(B - 1), key=lambda i: (clashes[i], i))
     return s.roll(shift, 0)
+
+# %% ../nbs/06_models.ipynb #358855db
+def hard_mismatch(s:Tensor, labels:Tensor|None=None) -> Tensor:
+    "Wrong captions for the batch: for each row the most similar other row of `s` (cosine) whose label differs; `mismatch` where none does."
+    B = len(s)
+    if B < 2: raise T2IError('mismatched pairs need a batch of at least 2 samples')
+    with torch.no_grad():
+        v = F.normalize(s.detach().float(), dim=1)
+        sim = v @ v.T
+        bad = torch.eye(B, dtype=torch.bool, device=s.device)
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=s.device)
+            if len(labels) != B: raise T2IError(f'{B} sentence embeddings but {len(labels)} labels')
+            bad |= labels[:, None] == labels[None]
+        idx = sim.masked_fill(bad, float('-inf')).argmax(1)
+        none = bad.all(1)
+    if none.any(): return torch.where(none[:, None], mismatch(s, labels), s[idx])
+    return s[idx]
 
 # %% ../nbs/06_models.ipynb #ccce0f34
 def ma_gp_from_out(out:Tensor, img:Tensor, s:Tensor, k:float=2., p:float=6., inv_scale:float|None=None) -> Tensor:
