@@ -685,15 +685,16 @@ class TrainConfig(Config):
         return not self.net.is_dte or self.net.scl != 'none'
 
 # %% ../nbs/08_train.ipynb #da95b4b1
-def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', d_gate=0., **kw) -> T2IConfig:
-    return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim, norm=norm, d_gate=d_gate), **kw)
+def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', d_gate=0., nf_d=0, **kw) -> T2IConfig:
+    return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim, norm=norm, d_gate=d_gate, nf_d=nf_d), **kw)
 
 PRESETS = {
     # offline demonstration on two CPU cores (about 15 minutes, see the measured run below)
-    # (conditional BN, D's gates open, strong SCL and alignment terms, a fast G: see "Tuning cpu-quick" below)
+    # (conditional BN, D's gates open, strong SCL and alignment terms, a fast G, a D twice as wide as G and encoders
+    #  pre-trained long enough to tell shapes apart: see "Tuning cpu-quick" below)
     'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=2500, ckpt_every=500,
-                             lr_g=4e-4, ema_decay=0.999, pretrain_epochs=10, precision='auto',
-                             net=_net(img_size=32, nf=16, z_dim=64, cond_dim=128, norm='batch', d_gate=1., model='dte',
+                             lr_g=4e-4, ema_decay=0.999, pretrain_epochs=40, precision='auto',
+                             net=_net(img_size=32, nf=16, nf_d=32, z_dim=64, cond_dim=128, norm='batch', d_gate=1., model='dte',
                                       scl='supcon', lambda_scl=1., lambda_align=1., text=TextEmbedConfig(ninput=64, nhidden=128))),
     # the papers' settings (DF-GAN's networks, optimisation and schedules): for a GPU
     'cub-256': TrainConfig(preset='cub-256', dataset='cub', bs=32, steps=0, epochs=1301, ckpt_every=2000, workers=8,
@@ -899,6 +900,8 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
     if 'net.model' in ov: net = net.replace(model=ov['net.model'])
     if 'net.scl' in ov: net = net.replace(scl=ov['net.scl'], n_classes=max(net.n_classes, 1))  # the real count comes from the data
     gan = {k.split('.')[-1]: v for k, v in ov.items() if k.startswith('net.gan.')}
+    if 'nf' in gan and 'nf_d' not in gan and net.gan.nf_d:   # a preset's wider D keeps its ratio to G's width
+        gan['nf_d'] = max(1, round(gan['nf'] * net.gan.nf_d / net.gan.nf))
     if gan: net = net.replace(gan=net.gan.replace(**gan))
     return cfg.replace(net=net, **top)
 
@@ -913,7 +916,7 @@ def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo, ~1
               steps:int=None,              # Total training steps, one batch each (default: the preset's)
               bs:int=None,                 # Batch size per process (even: label pairs)
               img_size:int=None,           # Image size: 32, 64, 128 or 256
-              nf:int=None,                 # Network width (DF-GAN's nf)
+              nf:int=None,                 # Network width (DF-GAN's nf; a preset's wider D keeps its ratio)
               out:str=None,                # Run folder to write (default: runs/<date-time>-<model>-<scl>)
               resume:str=None,             # Run folder to continue exactly from its last checkpoint
               encoders:str=None,           # t2i_pretrain run folder with the DAMSM encoders (default: pre-train them here if needed)

@@ -1,0 +1,46 @@
+"""Linear probes of pre-trained encoders on the built-in shapes set: can a linear layer read the shape and the colour
+from the global image features, and from the sentence features, of held-out real images?
+
+    OMP_NUM_THREADS=1 python tools/probe_encoders.py 40 [--root data/shapes] [--out encoders40]
+
+Pre-trains the encoders `t2i_train`'s cpu-quick preset would (with EPOCHS epochs) unless OUT already holds them, fits
+one softmax layer per attribute on the training split's features and prints one JSON line with the held-out accuracy
+(chance 10 %). The "What does move shape" measurements of nbs/08_train.ipynb were made with it.
+"""
+import argparse, json
+from pathlib import Path
+import torch, torch.nn.functional as F
+from t2i_nb.train import get_preset, encoder_config
+from t2i_nb.pretrain import pretrain, load_pretrained, encode_dataset
+from t2i_nb.data import dataset_root, load_dataset
+from t2i_nb.shapes import COLOURS
+
+def probe(x_tr, y_tr, x_te, y_te, n_cls:int, steps:int=500) -> float:
+    "Held-out accuracy of a softmax layer trained on standardised features (Adam, light weight decay)."
+    mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+    x_tr, x_te = (x_tr - mu) / sd, (x_te - mu) / sd
+    lin = torch.nn.Linear(x_tr.shape[1], n_cls)
+    opt = torch.optim.Adam(lin.parameters(), 1e-2, weight_decay=1e-3)
+    for _ in range(steps):
+        opt.zero_grad(); F.cross_entropy(lin(x_tr), y_tr).backward(); opt.step()
+    with torch.no_grad(): return float((lin(x_te).argmax(1) == y_te).float().mean())
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('epochs', type=int); p.add_argument('--root', default=None); p.add_argument('--out', default=None)
+    a = p.parse_args()
+    torch.manual_seed(0)
+    cfg = get_preset('cpu-quick').replace(pretrain_epochs=a.epochs)
+    root = dataset_root('shapes', a.root, n=cfg.n_images, size=64, seed=0)
+    out = Path(a.out or f'encoders{a.epochs}')
+    if not (out/'config.json').exists(): pretrain(encoder_config(cfg, root, device='cpu'), out=out, progress=False, log=lambda *x: None)
+    text, img, vocab, _ = load_pretrained(out, device='cpu')
+    tr, te = (encode_dataset(text, img, load_dataset('shapes', root, s), vocab, cfg.net.gan.img_size) for s in ('train', 'test'))
+    n = len(COLOURS)   # class index = shape * len(COLOURS) + colour (t2i_nb.shapes.class_index)
+    res = {'epochs': a.epochs}
+    for attr, lab in (('shape', lambda y: y // n), ('colour', lambda y: y % n)):
+        for side in ('img', 'txt'):
+            res[f'{side}_{attr}'] = round(probe(getattr(tr, side), lab(tr.labels), getattr(te, side), lab(te.labels), n), 3)
+    print(json.dumps(res))
+
+if __name__ == '__main__': main()
