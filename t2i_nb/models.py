@@ -217,13 +217,18 @@ def g_hinge_loss(fake_out:Tensor) -> Tensor:
     return -fake_out.mean()
 
 # %% ../nbs/06_models.ipynb #f3ede41d
+def _batch_labels(s:Tensor, labels) -> Tensor|None:
+    "Check a batch for mismatched pairs: at least 2 rows, and one label per row (returned as a tensor on `s`'s device)."
+    if len(s) < 2: raise T2IError('mismatched pairs need a batch of at least 2 samples')
+    if labels is None: return None
+    labels = torch.as_tensor(labels, device=s.device)
+    if len(labels) != len(s): raise T2IError(f'{len(s)} sentence embeddings but {len(labels)} labels')
+    return labels
+
 def mismatch(s:Tensor, labels:Tensor|None=None, shift:int=1) -> Tensor:
     "Wrong captions for the batch: `s` rolled by `shift` along the batch (or by the shift with fewest same-`labels` pairs)."
-    B = len(s)
-    if B < 2: raise T2IError('mismatched pairs need a batch of at least 2 samples')
+    B, labels = len(s), _batch_labels(s, labels)
     if labels is not None:
-        labels = torch.as_tensor(labels)
-        if len(labels) != B: raise T2IError(f'{B} sentence embeddings but {len(labels)} labels')
         clashes = [int((labels == labels.roll(k, 0)).sum()) for k in range(1, B)]
         shift = 1 + min(range(B - 1), key=lambda i: (clashes[i], i))
     return s.roll(shift, 0)
@@ -231,16 +236,12 @@ def mismatch(s:Tensor, labels:Tensor|None=None, shift:int=1) -> Tensor:
 # %% ../nbs/06_models.ipynb #358855db
 def hard_mismatch(s:Tensor, labels:Tensor|None=None) -> Tensor:
     "Wrong captions for the batch: for each row the most similar other row of `s` (cosine) whose label differs; `mismatch` where none does."
-    B = len(s)
-    if B < 2: raise T2IError('mismatched pairs need a batch of at least 2 samples')
+    B, labels = len(s), _batch_labels(s, labels)
     with torch.no_grad():
         v = F.normalize(s.detach().float(), dim=1)
         sim = v @ v.T
         bad = torch.eye(B, dtype=torch.bool, device=s.device)
-        if labels is not None:
-            labels = torch.as_tensor(labels, device=s.device)
-            if len(labels) != B: raise T2IError(f'{B} sentence embeddings but {len(labels)} labels')
-            bad |= labels[:, None] == labels[None]
+        if labels is not None: bad |= labels[:, None] == labels[None]
         idx = sim.masked_fill(bad, float('-inf')).argmax(1)
         none = bad.all(1)
     if none.any(): return torch.where(none[:, None], mismatch(s, labels), s[idx])
