@@ -89,7 +89,7 @@ class T2IGAN(nn.Module):
         self.netD, self.netC = build_discriminator(cfg.gan)
         self.text = DualTextEmbedding(cfg.text) if cfg.is_dte else None
         self.damsm_text, self.damsm_image = _frozen(text_encoder), _frozen(image_encoder)
-        self.align = nn.Linear(8 * cfg.gan.d_nf, cfg.gan.cond_dim) if cfg.is_dte and cfg.lambda_align > 0 else None
+        self.align = nn.Linear(self.netD.out_ch, cfg.gan.cond_dim) if cfg.is_dte and cfg.lambda_align > 0 else None
         self.label_head = LabelHead(self._scl_dim(), cfg.n_classes) if cfg.scl == 'ce' else None
 
     def _scl_dim(self) -> int:
