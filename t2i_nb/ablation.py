@@ -124,7 +124,7 @@ def row_config(cfg:AblationConfig, row:str, dataset:str, seed:int) -> TrainConfi
     r, path = ROWS[row], {'img_size': 'net.gan.img_size', 'nf': 'net.gan.nf'}
     ov = {path.get(k, k): getattr(cfg, k) for k in ('steps', 'bs', 'img_size', 'nf', 'pretrain_epochs') if getattr(cfg, k) is not None}
     ov |= {'net.model': r.model, 'net.scl': r.scl, 'dataset': dataset, 'root': str(cfg.data_dir/dataset),
-           'n_images': cfg.n_images, 'seed': seed}
+           'n_images': cfg.n_images, 'seed': seed, 'net.text_init': 'scratch'}  # the papers' DTE: its text encoder starts new
     tc = apply_overrides(get_preset(cfg.preset), ov)
     if tc.needs_encoders != (r.pretrain is not None):
         raise T2IError(f'row {row!r}: its encoders column disagrees with TrainConfig.needs_encoders ({tc.needs_encoders})')

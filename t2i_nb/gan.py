@@ -4,6 +4,7 @@
 
 # %% ../nbs/07_gan.ipynb #ce8dc5a5
 from __future__ import annotations
+import copy
 from dataclasses import dataclass, field
 import torch
 from torch import nn, Tensor
@@ -14,13 +15,14 @@ from .models import (GANConfig, build_generator, build_discriminator, hard_misma
                            ma_gp_from_out, mismatch)
 
 # %% auto #0
-__all__ = ['MODELS', 'TRUNK_GRAD', 'MISMATCH', 'T2IConfig', 'T2IGAN', 'd_parameters', 'g_parameters', 'embed', 'sample_z',
-           'generate', 'd_loss', 'scl_loss', 'g_loss']
+__all__ = ['MODELS', 'TRUNK_GRAD', 'MISMATCH', 'TEXT_INIT', 'T2IConfig', 'T2IGAN', 'd_parameters', 'g_parameters', 'embed',
+           'sample_z', 'generate', 'd_loss', 'scl_loss', 'g_loss']
 
 # %% ../nbs/07_gan.ipynb #66e26311
 MODELS = ('dfgan', 'ssa', 'dte', 'dte-shared')
 TRUNK_GRAD = ('both', 'd', 'g')
 MISMATCH = ('roll', 'hard')
+TEXT_INIT = ('scratch', 'damsm')
 
 @dataclass
 class T2IConfig(Config):
@@ -38,12 +40,16 @@ class T2IConfig(Config):
     lambda_kl: float = 1.0        # weight of the conditioning-augmentation KL (when text.ca)
     gp_k: float = 2.              # MA-GP weight k
     gp_p: float = 6.              # MA-GP power p
+    gp_every: int = 1             # MA-GP on every N-th D step only, weighted N (StyleGAN2's lazy regularisation); 1: every step
     mismatch: str = 'roll'        # D's wrong captions: 'roll' (DF-GAN: the batch shifted) | 'hard' (the closest caption of another class)
+    text_init: str = 'scratch'    # DTE: the text encoder starts 'scratch' (new) or 'damsm' (a trainable copy of the pre-trained one)
 
     def __post_init__(self):
         if self.model not in MODELS: raise T2IError(f'unknown model {self.model!r}: use one of {", ".join(MODELS)}')
         if self.scl not in CONTRASTIVE: raise T2IError(f'unknown scl {self.scl!r}: use one of {", ".join(CONTRASTIVE)}')
         if self.mismatch not in MISMATCH: raise T2IError(f'unknown mismatch {self.mismatch!r}: use one of {", ".join(MISMATCH)}')
+        if not isinstance(self.gp_every, int) or self.gp_every < 1: raise T2IError(f'gp_every must be a positive integer, got {self.gp_every!r}')
+        if self.text_init not in TEXT_INIT: raise T2IError(f'unknown text_init {self.text_init!r}: use one of {", ".join(TEXT_INIT)}')
         if self.trunk_grad not in TRUNK_GRAD: raise T2IError(f'unknown trunk_grad {self.trunk_grad!r}: use one of {", ".join(TRUNK_GRAD)}')
         if isinstance(self.gan, dict): self.gan = GANConfig.from_dict(self.gan, _path='gan')
         if isinstance(self.text, dict): self.text = TextEmbedConfig.from_dict(self.text, _path='text')
@@ -61,6 +67,12 @@ def _frozen(m:nn.Module|None) -> nn.Module|None:
     if m is None: return None
     m.eval()
     for p in m.parameters(): p.requires_grad_(False)
+    return m
+
+def _trainable_copy(m:nn.Module) -> nn.Module:
+    "A trainable copy of a pre-trained module (copied before `_frozen` touches the original)."
+    m = copy.deepcopy(m).train()
+    for p in m.parameters(): p.requires_grad_(True)
     return m
 
 def _unique(params) -> list:
@@ -87,7 +99,10 @@ class T2IGAN(nn.Module):
             raise T2IError(f"scl={cfg.scl!r} needs the pre-trained text and image encoders (run t2i_pretrain first)")
         self.netG = build_generator(cfg.gan)
         self.netD, self.netC = build_discriminator(cfg.gan)
-        self.text = DualTextEmbedding(cfg.text) if cfg.is_dte else None
+        if cfg.is_dte and cfg.text_init == 'damsm' and text_encoder is None:
+            raise T2IError("text_init='damsm' starts the DTE text encoder from the pre-trained one: pass text_encoder (run t2i_pretrain first)")
+        warm = cfg.is_dte and cfg.text_init == 'damsm'
+        self.text = DualTextEmbedding(cfg.text, encoder=_trainable_copy(text_encoder) if warm else None) if cfg.is_dte else None
         self.damsm_text, self.damsm_image = _frozen(text_encoder), _frozen(image_encoder)
         self.align = nn.Linear(self.netD.out_ch, cfg.gan.cond_dim) if cfg.is_dte and cfg.lambda_align > 0 else None
         self.label_head = LabelHead(self._scl_dim(), cfg.n_classes) if cfg.scl == 'ce' else None
@@ -150,20 +165,22 @@ def _align_loss(self:T2IGAN, feats:Tensor, s:Tensor, labels:Tensor) -> Tensor:
     l0, l1 = damsm_sent_loss(self.align(feats.mean((2, 3))), s, labels, gamma3=self.cfg.align_gamma)
     return l0 + l1
 
-def d_loss(self:T2IGAN, batch, grad_scale:float|None=None):
+def d_loss(self:T2IGAN, batch, grad_scale:float|None=None, step:int|None=None):
     "Discriminator step: hinge on matched/fake/mismatched pairs + MA-GP (+ alignment, + CE head). Returns `(loss, logs)`."
     img, tokens, lengths, labels = batch[:4]
     cfg = self.cfg
+    reg = step is None or step % cfg.gp_every == 0   # lazy MA-GP: only every gp_every-th step (None: always)
     e = self.embed(tokens, lengths)
     with torch.no_grad(): fake = self.netG(self.sample_z(len(img)), e.s_g)
-    s_d = e.s_d if e.s_d.requires_grad else e.s_d.detach().requires_grad_(True)  # MA-GP needs dC/ds
-    img = img.detach().requires_grad_(True)
+    s_d = e.s_d if e.s_d.requires_grad or not reg else e.s_d.detach().requires_grad_(True)  # MA-GP needs dC/ds
+    img = img.detach().requires_grad_(reg)
     feats = self.netD(img)
     out_real = self.netC(feats, s_d)
     out_mis = self.netC(feats, (hard_mismatch if cfg.mismatch == 'hard' else mismatch)(s_d, _single(labels)))
     out_fake = self.netC(self.netD(fake), s_d)
     adv = d_hinge_loss(out_real, out_fake, out_mis)
-    gp = ma_gp_from_out(out_real, img, s_d, k=cfg.gp_k, p=cfg.gp_p, inv_scale=None if grad_scale is None else 1 / grad_scale)
+    gp = (ma_gp_from_out(out_real, img, s_d, k=cfg.gp_k * cfg.gp_every, p=cfg.gp_p, inv_scale=None if grad_scale is None else 1 / grad_scale)
+          if reg else out_real.new_zeros((), dtype=torch.float32))
     loss, logs = adv + gp, {'d_adv': adv.detach(), 'gp': gp.detach(),
                             'd_real': out_real.detach().float().mean(), 'd_fake': out_fake.detach().float().mean()}
     if self.align is not None:

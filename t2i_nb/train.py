@@ -189,7 +189,7 @@ class GANTrainer(Callback):
     def _one(self, which:str, batch) -> dict:
         sys_, mp, opt, params = self.system, self.mp, self.opts[which], self.params[which]
         with mp.autocast():
-            loss, logs = sys_.d_loss(batch, grad_scale=mp.grad_scale('D')) if which == 'D' else sys_.g_loss(batch)
+            loss, logs = sys_.d_loss(batch, grad_scale=mp.grad_scale('D'), step=self.step) if which == 'D' else sys_.g_loss(batch)
         self._check(which, loss, logs)
         opt.zero_grad(set_to_none=True)
         mp.backward(loss, which)
@@ -681,8 +681,8 @@ class TrainConfig(Config):
 
     @property
     def needs_encoders(self) -> bool:
-        "The DF-GAN/SSA baselines condition on a pre-trained text encoder; SCL needs both pre-trained encoders."
-        return not self.net.is_dte or self.net.scl != 'none'
+        "The DF-GAN/SSA baselines condition on a pre-trained text encoder; SCL needs both; a warm-started DTE copies the text one."
+        return not self.net.is_dte or self.net.scl != 'none' or self.net.text_init == 'damsm'
 
 # %% ../nbs/08_train.ipynb #da95b4b1
 def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', d_gate=0., nf_d=0, **kw) -> T2IConfig:
@@ -690,12 +690,14 @@ def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', d_gate=0., n
 
 PRESETS = {
     # offline demonstration on two CPU cores (about 15 minutes, see the measured run below)
-    # (conditional BN, D's gates open, strong SCL and alignment terms, a fast G, a D twice as wide as G and encoders
-    #  pre-trained long enough to tell shapes apart: see "Tuning cpu-quick" below)
-    'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=2500, ckpt_every=500,
+    # (conditional BN, D's gates open, strong SCL and alignment terms, a fast G, a D twice as wide as G, encoders
+    #  pre-trained long enough to tell shapes apart, DTE's text encoder started from the pre-trained one, lazy MA-GP:
+    #  see "Tuning cpu-quick" below)
+    'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=3500, ckpt_every=500,
                              lr_g=4e-4, ema_decay=0.999, pretrain_epochs=40, precision='auto',
                              net=_net(img_size=32, nf=16, nf_d=32, z_dim=64, cond_dim=128, norm='batch', d_gate=1., model='dte',
-                                      scl='supcon', lambda_scl=1., lambda_align=1., text=TextEmbedConfig(ninput=64, nhidden=128))),
+                                      scl='supcon', lambda_scl=1., lambda_align=1., text_init='damsm', gp_every=4,
+                                      text=TextEmbedConfig(ninput=64, nhidden=128))),
     # the papers' settings (DF-GAN's networks, optimisation and schedules): for a GPU
     'cub-256': TrainConfig(preset='cub-256', dataset='cub', bs=32, steps=0, epochs=1301, ckpt_every=2000, workers=8,
                            channels_last=True, pretrain_epochs=600, net=_net(model='dte', scl='supcon')),
@@ -884,7 +886,7 @@ def _rank0_env() -> bool: return os.environ.get('RANK', '0') == '0'
 
 def _overrides(**kw) -> dict:
     "CLI options given (not None) as TrainConfig paths: model -> net.model, img_size -> net.gan.img_size, ..."
-    path = {'model': 'net.model', 'scl': 'net.scl', 'img_size': 'net.gan.img_size', 'nf': 'net.gan.nf'}
+    path = {'model': 'net.model', 'scl': 'net.scl', 'text_init': 'net.text_init', 'img_size': 'net.gan.img_size', 'nf': 'net.gan.nf'}
     return {path.get(k, k): v for k, v in kw.items() if v is not None and v is not False}
 
 def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
@@ -899,6 +901,8 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
     net = cfg.net
     if 'net.model' in ov: net = net.replace(model=ov['net.model'])
     if 'net.scl' in ov: net = net.replace(scl=ov['net.scl'], n_classes=max(net.n_classes, 1))  # the real count comes from the data
+    rest = {k[len('net.'):]: v for k, v in ov.items() if k.count('.') == 1 and k.startswith('net.') and k not in ('net.model', 'net.scl')}
+    if rest: net = net.replace(**rest)
     gan = {k.split('.')[-1]: v for k, v in ov.items() if k.startswith('net.gan.')}
     if 'nf' in gan and 'nf_d' not in gan and net.gan.nf_d:   # a preset's wider D keeps its ratio to G's width
         gan['nf_d'] = max(1, round(gan['nf'] * net.gan.nf_d / net.gan.nf))
@@ -911,6 +915,7 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
 def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo, ~15 min on 2 CPU cores), cub-256 or coco-256 (papers' settings)
               model:str=None,              # dfgan, dte, dte-shared or ssa (default: the preset's, dte)
               scl:str=None,                # Label-guided loss in the GAN phase: none, supcon, unicl or ce (default: the preset's)
+              text_init:str=None,          # DTE text encoder's start: scratch, or damsm (a copy of the pre-trained one; cpu-quick's)
               dataset:str=None,            # shapes, shapes-multi, cub, flowers or coco (default: the preset's)
               root:str=None,               # Data set folder (built-in sets: data/<name>, made if missing)
               steps:int=None,              # Total training steps, one batch each (default: the preset's)
@@ -933,7 +938,7 @@ def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo, ~1
               channels_last:store_true=False, # Channels-last memory format
               quiet:store_true=False):     # Print only the run folder and the final summary
     "Train a text-to-image GAN (DF-GAN, SSA-GAN, DTE-GAN, +SCL) into a run folder: checkpoints, samples, loss curves, metrics."
-    ov = _overrides(model=model, scl=scl, dataset=dataset, root=root, steps=steps, bs=bs, img_size=img_size, nf=nf,
+    ov = _overrides(model=model, scl=scl, text_init=text_init, dataset=dataset, root=root, steps=steps, bs=bs, img_size=img_size, nf=nf,
                     encoders=encoders, seed=seed, precision=precision, workers=workers, ckpt_every=ckpt_every,
                     n_critic=n_critic, lr_g=lr_g, lr_d=lr_d, pretrain_epochs=pretrain_epochs, compile=compile,
                     channels_last=channels_last)

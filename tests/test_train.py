@@ -71,9 +71,9 @@ def test_run_folder_and_load_run(shapes_root, tmp_path):
 def test_nan_stops_and_keeps_last_good_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
     orig = T2IGAN.d_loss
     calls = {'n': 0}
-    def d_loss(self, batch, grad_scale=None):
+    def d_loss(self, batch, grad_scale=None, step=None):
         calls['n'] += 1
-        loss, logs = orig(self, batch, grad_scale)
+        loss, logs = orig(self, batch, grad_scale, step)
         return (loss * float('nan'), logs) if calls['n'] == 4 else (loss, logs)   # the dry run is call 1: step 3 fails
     monkeypatch.setattr(T2IGAN, 'd_loss', d_loss)
     run = tmp_path/'nan'
@@ -83,7 +83,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(shapes_root, tmp_path, monkeyp
     assert ck['step'] == 2
     # the console script: one line, exit 2, naming the last good checkpoint
     calls['n'] = 0
-    cfg_args = dict(out=str(tmp_path/'nan_cli'), root=str(shapes_root), steps=6, bs=16, img_size=32, nf=8, model='dte', scl='none',
+    cfg_args = dict(out=str(tmp_path/'nan_cli'), root=str(shapes_root), steps=6, bs=16, img_size=32, nf=8, model='dte', scl='none', text_init='scratch',
                     ckpt_every=1, quiet=True)
     with pytest.raises(SystemExit) as e: t2i_train(**cfg_args)
     assert e.value.code == 2

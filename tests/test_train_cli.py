@@ -6,7 +6,7 @@ import torch
 from t2i_nb.shapes import make_shapes
 from t2i_nb.train import load_checkpoint, t2i_train
 
-TINY = dict(bs=8, img_size=32, nf=8, model='dte', scl='none', quiet=True)
+TINY = dict(bs=8, img_size=32, nf=8, model='dte', scl='none', text_init='scratch', quiet=True)  # no encoders to pre-train
 
 
 @pytest.fixture(scope='module')
@@ -37,7 +37,7 @@ def test_sigterm_saves_and_resumes(shapes_root, tmp_path):
     "A real process gets SIGTERM after its first checkpoint: it saves, exits 0, and the run continues with --resume."
     run_dir = tmp_path/'run'
     p = subprocess.Popen(cmd('--out', run_dir, '--root', shapes_root, '--steps', 500, '--ckpt_every', 2, '--bs', 8, '--img_size', 32,
-                             '--nf', 8, '--model', 'dte', '--scl', 'none', '--quiet'),
+                             '--nf', 8, '--model', 'dte', '--scl', 'none', '--text_init', 'scratch', '--quiet'),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
     t0 = time.time()
     while not (run_dir/'checkpoint.pt').exists():
