@@ -35,7 +35,8 @@ def history(run_dir): return json.loads((Path(run_dir)/'history.json').read_text
 
 def test_resume_is_exact(shapes_root, tmp_path):
     "6 steps straight == 3 steps, a fresh process-like restart from the run folder, 3 more (across an epoch boundary)."
-    cfg = tiny_cfg(shapes_root)
+    cfg = tiny_cfg(shapes_root)   # with lazy MA-GP on every 2nd step, so the resumed run must keep the schedule
+    cfg = cfg.replace(net=cfg.net.replace(gp_every=2))
     train(cfg, tmp_path/'straight', progress=False, log=quiet)
     train(cfg.replace(steps=3), tmp_path/'split', progress=False, log=quiet)
     assert load_checkpoint(tmp_path/'split')['step'] == 3
@@ -49,6 +50,7 @@ def test_resume_is_exact(shapes_root, tmp_path):
     for k in ck_a['system']: torch.testing.assert_close(ck_a['system'][k], ck_b['system'][k], rtol=0, atol=0)
     for k in ck_a['ema']['state']: torch.testing.assert_close(ck_a['ema']['state'][k], ck_b['ema']['state'][k], rtol=0, atol=0)
     assert learn.gan_trainer.step == 6
+    assert [x == 0 for x in a['gp']] == [False, True, False, True, False, True]   # steps 1, 3, 5 (indices 0, 2, 4) carry it
 
 
 def test_run_folder_and_load_run(shapes_root, tmp_path):
