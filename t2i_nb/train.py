@@ -789,7 +789,10 @@ def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=
     learn = gan_learner(dls, system, run_dir, cfg.lr_g, cfg.lr_d, cfg.betas, cfg.n_critic, cfg.ema_decay, cfg.precision,
                         cfg.ckpt_every, sample_captions(test_ds, vocab, cfg.n_samples), cfg.seed, cfg.channels_last,
                         cfg.compile, config=cfg.to_dict(), vocab=vocab, progress=bool(progress))
-    if resume: load_run_state(learn, load_checkpoint(run_dir), cfg.to_dict(), check_keys=('net', 'dataset', 'bs', 'seed'))
+    if resume:
+        ck = load_checkpoint(run_dir)
+        if ck.get('config') is not None: ck['config'] = TrainConfig.from_dict(ck['config']).to_dict()  # newer fields: their defaults
+        load_run_state(learn, ck, cfg.to_dict(), check_keys=('net', 'dataset', 'bs', 'seed'))
     spe = learn.data_state.batches_per_epoch()
     total = cfg.steps or cfg.epochs * spe
     if not progress: _print_epochs(learn, log, total)
@@ -902,6 +905,8 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
     if 'net.model' in ov: net = net.replace(model=ov['net.model'])
     if 'net.scl' in ov: net = net.replace(scl=ov['net.scl'], n_classes=max(net.n_classes, 1))  # the real count comes from the data
     rest = {k[len('net.'):]: v for k, v in ov.items() if k.count('.') == 1 and k.startswith('net.') and k not in ('net.model', 'net.scl')}
+    unknown = sorted(set(rest) - set(net.to_dict()))
+    if unknown: raise T2IError(f'unknown setting net.{unknown[0]}: see T2IConfig for the fields')
     if rest: net = net.replace(**rest)
     gan = {k.split('.')[-1]: v for k, v in ov.items() if k.startswith('net.gan.')}
     if 'nf' in gan and 'nf_d' not in gan and net.gan.nf_d:   # a preset's wider D keeps its ratio to G's width

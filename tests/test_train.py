@@ -114,3 +114,14 @@ def test_loader_workers_do_not_change_the_run(shapes_root, tmp_path):
     train(tiny_cfg(shapes_root, steps=3, ckpt_every=0), tmp_path/'w0', progress=False, log=quiet)
     train(tiny_cfg(shapes_root, steps=3, ckpt_every=0, workers=2), tmp_path/'w2', progress=False, log=quiet)
     assert history(tmp_path/'w0')['loss_D'] == history(tmp_path/'w2')['loss_D']
+
+
+def test_resume_of_a_checkpoint_older_than_new_fields(shapes_root, tmp_path):
+    "A checkpoint written before a configuration field existed resumes with that field's default (not a mismatch)."
+    run = tmp_path/'old'
+    train(tiny_cfg(shapes_root, steps=2), run, progress=False, log=quiet)
+    ck = load_checkpoint(run)
+    for k in ('text_init', 'gp_every'): del ck['config']['net'][k]   # as saved by an earlier version
+    torch.save(ck, run/CKPT_NAME)
+    learn = train(tiny_cfg(shapes_root, steps=3), run, resume=True, progress=False, log=quiet)
+    assert learn.gan_trainer.step == 3
