@@ -182,7 +182,8 @@ def run_one(cfg:AblationConfig, row:str, dataset:str, seed:int, log:Callable|Non
     if path.is_file():
         res = json.loads(path.read_text())
         drop = lambda d: {k: v for k, v in d.items() if k not in ('root', 'encoders')}   # the study folder may have moved
-        msg = config_mismatch(drop(res['train_config']), drop(tc.to_dict()))
+        saved = TrainConfig.from_dict(res['train_config']).to_dict()   # fields newer than the result: their defaults
+        msg = config_mismatch(drop(saved), drop(tc.to_dict()))
         if msg: raise T2IError(f'{path} comes from another study configuration ({msg.replace("checkpoint was trained", "it was trained")}): use another --out')
         return res | {'skipped': True}
     inner = log if verbose else _mute

@@ -99,9 +99,9 @@ class T2IGAN(nn.Module):
             raise T2IError(f"scl={cfg.scl!r} needs the pre-trained text and image encoders (run t2i_pretrain first)")
         self.netG = build_generator(cfg.gan)
         self.netD, self.netC = build_discriminator(cfg.gan)
-        if cfg.is_dte and cfg.text_init == 'damsm' and text_encoder is None:
-            raise T2IError("text_init='damsm' starts the DTE text encoder from the pre-trained one: pass text_encoder (run t2i_pretrain first)")
         warm = cfg.is_dte and cfg.text_init == 'damsm'
+        if warm and text_encoder is None:
+            raise T2IError("text_init='damsm' starts the DTE text encoder from the pre-trained one: pass text_encoder (run t2i_pretrain first)")
         self.text = DualTextEmbedding(cfg.text, encoder=_trainable_copy(text_encoder) if warm else None) if cfg.is_dte else None
         self.damsm_text, self.damsm_image = _frozen(text_encoder), _frozen(image_encoder)
         self.align = nn.Linear(self.netD.out_ch, cfg.gan.cond_dim) if cfg.is_dte and cfg.lambda_align > 0 else None
