@@ -25,6 +25,12 @@ def probe(x_tr, y_tr, x_te, y_te, n_cls:int, steps:int=500) -> float:
         opt.zero_grad(); F.cross_entropy(lin(x_tr), y_tr).backward(); opt.step()
     with torch.no_grad(): return float((lin(x_te).argmax(1) == y_te).float().mean())
 
+def attribute_probes(tr:dict, te:dict, y_tr, y_te) -> dict:
+    "`{NAME_shape, NAME_colour: held-out accuracy}` for each named feature set (`tr`/`te`: name -> features; y: class indices)."
+    n = len(COLOURS)   # class index = shape * len(COLOURS) + colour (t2i_nb.shapes.class_index)
+    return {f'{name}_{attr}': round(probe(tr[name], lab(y_tr), te[name], lab(y_te), n), 3)
+            for attr, lab in (('shape', lambda y: y // n), ('colour', lambda y: y % n)) for name in tr}
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('epochs', type=int); p.add_argument('--root', default=None); p.add_argument('--out', default=None)
@@ -36,11 +42,7 @@ def main():
     if not (out/'config.json').exists(): pretrain(encoder_config(cfg, root, device='cpu'), out=out, progress=False, log=lambda *x: None)
     text, img, vocab, _ = load_pretrained(out, device='cpu')
     tr, te = (encode_dataset(text, img, load_dataset('shapes', root, s), vocab, cfg.net.gan.img_size) for s in ('train', 'test'))
-    n = len(COLOURS)   # class index = shape * len(COLOURS) + colour (t2i_nb.shapes.class_index)
-    res = {'epochs': a.epochs}
-    for attr, lab in (('shape', lambda y: y // n), ('colour', lambda y: y % n)):
-        for side in ('img', 'txt'):
-            res[f'{side}_{attr}'] = round(probe(getattr(tr, side), lab(tr.labels), getattr(te, side), lab(te.labels), n), 3)
-    print(json.dumps(res))
+    feats = lambda e: {'img': e.img, 'txt': e.txt}
+    print(json.dumps({'epochs': a.epochs, **attribute_probes(feats(tr), feats(te), tr.labels, te.labels)}))
 
 if __name__ == '__main__': main()

@@ -9,10 +9,9 @@ the "Tuning cpu-quick" section of nbs/08_train.ipynb used this to find where the
 """
 import argparse, json
 import torch
-from probe_encoders import probe
+from probe_encoders import attribute_probes
 from t2i_nb.train import load_run
 from t2i_nb.data import load_dataset, TextImageDataset, T2IDataLoader
-from t2i_nb.shapes import COLOURS
 
 def run_features(system, vocab, cfg, root, split:str) -> list[torch.Tensor]:
     "`[D features, S_G, S_D, labels]` of every image of `split` (one caption each)."
@@ -31,11 +30,7 @@ def main():
     torch.manual_seed(0)
     system, _, cfg, vocab = load_run(a.run, 'cpu')
     tr, te = (run_features(system, vocab, cfg, a.root, s) for s in ('train', 'test'))
-    n = len(COLOURS)   # class index = shape * len(COLOURS) + colour (t2i_nb.shapes.class_index)
-    res = {'run': a.run}
-    for attr, lab in (('shape', lambda y: y // n), ('colour', lambda y: y % n)):
-        for j, side in enumerate(('D', 's_g', 's_d')):
-            res[f'{side}_{attr}'] = round(probe(tr[j], lab(tr[3]), te[j], lab(te[3]), n), 3)
-    print(json.dumps(res))
+    feats = lambda f: dict(zip(('D', 's_g', 's_d'), f[:3]))
+    print(json.dumps({'run': a.run, **attribute_probes(feats(tr), feats(te), tr[3], te[3])}))
 
 if __name__ == '__main__': main()
