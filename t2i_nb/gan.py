@@ -16,7 +16,7 @@ from .models import (GANConfig, build_generator, build_discriminator, hard_misma
 
 # %% auto #0
 __all__ = ['MODELS', 'TRUNK_GRAD', 'MISMATCH', 'TEXT_INIT', 'T2IConfig', 'T2IGAN', 'd_parameters', 'g_parameters', 'embed',
-           'sample_z', 'generate', 'd_loss', 'scl_loss', 'g_loss']
+           'sample_z', 'generate', 'd_loss', 'scl_loss', 'mode_seeking_loss', 'g_loss']
 
 # %% ../nbs/07_gan.ipynb #66e26311
 MODELS = ('dfgan', 'ssa', 'dte', 'dte-shared')
@@ -43,11 +43,13 @@ class T2IConfig(Config):
     gp_every: int = 1             # MA-GP on every N-th D step only, weighted N (StyleGAN2's lazy regularisation); 1: every step
     mismatch: str = 'roll'        # D's wrong captions: 'roll' (DF-GAN: the batch shifted) | 'hard' (the closest caption of another class)
     text_init: str = 'scratch'    # DTE: the text encoder starts 'scratch' (new) or 'damsm' (a trainable copy of the pre-trained one)
+    lambda_ms: float = 0.         # mode-seeking term (MSGAN): a quarter of the batch drawn twice with other noise; 0 turns it off
 
     def __post_init__(self):
         if self.model not in MODELS: raise T2IError(f'unknown model {self.model!r}: use one of {", ".join(MODELS)}')
         if self.scl not in CONTRASTIVE: raise T2IError(f'unknown scl {self.scl!r}: use one of {", ".join(CONTRASTIVE)}')
         if self.mismatch not in MISMATCH: raise T2IError(f'unknown mismatch {self.mismatch!r}: use one of {", ".join(MISMATCH)}')
+        if self.lambda_ms < 0: raise T2IError(f'lambda_ms must be >= 0, got {self.lambda_ms}')
         if not isinstance(self.gp_every, int) or self.gp_every < 1: raise T2IError(f'gp_every must be a positive integer, got {self.gp_every!r}')
         if self.text_init not in TEXT_INIT: raise T2IError(f'unknown text_init {self.text_init!r}: use one of {", ".join(TEXT_INIT)}')
         if self.trunk_grad not in TRUNK_GRAD: raise T2IError(f'unknown trunk_grad {self.trunk_grad!r}: use one of {", ".join(TRUNK_GRAD)}')
@@ -204,12 +206,22 @@ def scl_loss(self:T2IGAN, fake:Tensor, tokens:Tensor, lengths:Tensor, labels:Ten
     return contrastive_loss(self.cfg.scl, txt[:n], img[:n], txt[n:], img[n:], labels, head=self.label_head,
                             temperature=self.cfg.scl_temperature)
 
+def mode_seeking_loss(a:Tensor, b:Tensor, za:Tensor, zb:Tensor, eps:float=1e-5) -> Tensor:
+    "MSGAN's term for pairs drawn with one caption and two noises: 1 / (mean |a - b| / mean |za - zb|), falls as they differ."
+    ratio = (a.float() - b.float()).abs().mean() / (za.float() - zb.float()).abs().mean()
+    return 1 / (ratio + eps)
+
 def g_loss(self:T2IGAN, batch):
     "Generator step: adversarial (+ alignment of the fakes, + SCL, + CA's KL). Returns `(loss, logs)`."
     img, tokens, lengths, labels = batch[:4]
     cfg = self.cfg
     e = self.embed(tokens, lengths)
-    fake = self.netG(self.sample_z(len(img)), e.s_g)
+    z, k = self.sample_z(len(img)), max(1, len(img) // 4) if cfg.lambda_ms else 0
+    if k:  # mode seeking: the first k captions again with other noise, in the same forward (same batch statistics)
+        z2 = self.sample_z(k)
+        both = self.netG(torch.cat([z, z2]), torch.cat([e.s_g, e.s_g[:k]]))
+        fake, fake2 = both[:len(img)], both[len(img):]
+    else: fake = self.netG(z, e.s_g)
     s_d = e.s_d.detach()  # a constant condition: G's loss must not train D's embedding
     feats = self.netD(fake)
     adv = g_hinge_loss(self.netC(feats, s_d))
@@ -220,6 +232,9 @@ def g_loss(self:T2IGAN, batch):
     if cfg.scl != 'none':
         sl = scl_loss(self, fake, tokens, lengths, labels)
         loss = loss + cfg.lambda_scl * sl; logs[f'g_{cfg.scl}'] = sl.detach()
+    if k:
+        ms = mode_seeking_loss(fake[:k], fake2, z[:k], z2)
+        loss = loss + cfg.lambda_ms * ms; logs['g_ms'] = ms.detach()
     if self.text is not None and self.text.cfg.ca:
         loss = loss + cfg.lambda_kl * e.kl; logs['kl'] = e.kl.detach()
     return loss, logs

@@ -391,18 +391,21 @@ def asked_attributes(caption:str, kind:str='shapes') -> dict:
     return {k: v for k, v in out.items() if v}
 
 def score_predictions(pred:dict[str, torch.Tensor], captions:Sequence[str], kind:str='shapes') -> dict:
-    "Per-attribute accuracy of evaluator predictions (`predict`) against what the `captions` ask for, plus `all`."
+    "Per-attribute accuracy of evaluator predictions (`predict`) against what the `captions` ask for, plus `all`; single-object sets also give it `by_value` (e.g. per shape)."
     multi = kind == 'shapes-multi'
     hits, all_ok = {k: [] for k in attribute_heads(kind)}, []
+    by_value = {k: {v: [] for v in VALUES[k]} for k in hits} if not multi else {}
     for i, cap in enumerate(captions):
         ok = True
         for k, v in asked_attributes(cap, kind).items():
             if multi: hit = all(bool(pred[k][i, VALUES[k].index(s)]) for s in v)
-            else: hit = int(pred[k][i]) == VALUES[k].index(v)
+            else: hit = int(pred[k][i]) == VALUES[k].index(v); by_value[k][v].append(hit)
             hits[k].append(hit); ok &= hit
         all_ok.append(ok)
-    out = {k: {'accuracy': float(np.mean(h)) if h else None, 'n': len(h)} for k, h in hits.items()}
-    return out | {'all': {'accuracy': float(np.mean(all_ok)) if all_ok else None, 'n': len(all_ok)}}
+    mean = lambda h: float(np.mean(h)) if h else None
+    out = {k: {'accuracy': mean(h), 'n': len(h)} for k, h in hits.items()}
+    for k, per in by_value.items(): out[k]['by_value'] = {v: mean(h) for v, h in per.items() if h}
+    return out | {'all': {'accuracy': mean(all_ok), 'n': len(all_ok)}}
 
 def oracle_scores(evaluator:AttrEvaluator, images:torch.Tensor, captions:Sequence[str]) -> dict:
     "Per-attribute accuracy of `images` against what their `captions` ask (only mentioned attributes), plus `all`."
@@ -589,6 +592,9 @@ def eval_markdown(res:dict) -> str:
     if rp: L.append(f"| R-precision | {_f(rp['generated'], True)} +- {_f(rp['generated_std'], True)} | "
                     f"{_f(rp['real'], True)} +- {_f(rp['real_std'], True)} | 1 true vs 99 mismatched captions |")
     if o:
+        for k, v in o['generated'].items():   # where an attribute fails: its accuracy for each value asked
+            if v.get('by_value') and k in ('shape', 'position'):
+                L += ['', f"Generated {k} by the value asked: " + ', '.join(f'{n} {_f(a, True)}' for n, a in v['by_value'].items()) + '.']
         acc = ', '.join(f'{k} {v:.1%}' for k, v in o['evaluator']['accuracy'].items())
         L += ['', f"Oracle evaluator ({o['evaluator']['img_size']} px) on the real {res['split']} images: {acc} "
                   f"(figures reported for attributes >= {o['evaluator']['threshold']:.0%}). Only the attributes a caption "

@@ -661,6 +661,7 @@ class TrainConfig(Config):
     n_samples: int = 16              # captions in the sample grids
     encoders: str|None = None        # t2i_pretrain run folder with the DAMSM encoders; None: pre-train them here if needed
     pretrain_epochs: int = 10        # epochs of that pre-training
+    pretrain_lr: float = 2e-4        # its Adam learning rate (DAMSM's 2e-4)
     net: T2IConfig = field(default_factory=T2IConfig)
 
     def __post_init__(self):
@@ -694,7 +695,7 @@ PRESETS = {
     #  pre-trained long enough to tell shapes apart, DTE's text encoder started from the pre-trained one, lazy MA-GP:
     #  see "Tuning cpu-quick" below)
     'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=3500, ckpt_every=500,
-                             lr_g=4e-4, ema_decay=0.999, pretrain_epochs=40, precision='auto',
+                             lr_g=4e-4, ema_decay=0.999, pretrain_epochs=60, pretrain_lr=1e-3, precision='auto',
                              net=_net(img_size=32, nf=16, nf_d=32, z_dim=64, cond_dim=128, norm='batch', d_gate=1., model='dte',
                                       scl='supcon', lambda_scl=1., lambda_align=1., text_init='damsm', gp_every=4,
                                       text=TextEmbedConfig(ninput=64, nhidden=128))),
@@ -721,7 +722,7 @@ def sample_captions(ds, vocab:Vocab, n:int=16) -> tuple[Tensor, Tensor, list[str
 def encoder_config(cfg:TrainConfig, root:str|Path|None=None, scl:str|None=None, seed:int|None=None, device=None) -> PretrainConfig:
     "The `PretrainConfig` of the encoders `t2i_train` pre-trains for `cfg` when none are given (`scl`, `seed`: other choices)."
     return PretrainConfig(dataset=cfg.dataset, root=str(cfg.root if root is None else root), image_size=cfg.net.gan.img_size,
-                          nef=cfg.net.gan.cond_dim, epochs=cfg.pretrain_epochs, bs=cfg.bs, scl=cfg.net.scl if scl is None else scl,
+                          nef=cfg.net.gan.cond_dim, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, bs=cfg.bs, scl=cfg.net.scl if scl is None else scl,
                           seed=cfg.seed if seed is None else seed, device=None if device is None else str(device),
                           image_encoder='cnn' if cfg.dataset.startswith('shapes') else None)
 

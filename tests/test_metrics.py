@@ -157,8 +157,19 @@ def test_only_mentioned_attributes_are_scored():
     assert asked_attributes('a shape') == {}
     pred = {'shape': torch.tensor([0]), 'colour': torch.tensor([0]), 'size': torch.tensor([0]), 'position': torch.tensor([0])}
     sc = score_predictions(pred, ['a big red circle'], 'shapes')      # large is index 1: wrong; position unsaid
-    assert sc['size'] == {'accuracy': 0.0, 'n': 1} and sc['position'] == {'accuracy': None, 'n': 0}
+    assert sc['size'] == {'accuracy': 0.0, 'n': 1, 'by_value': {'large': 0.0}}
+    assert sc['position'] == {'accuracy': None, 'n': 0, 'by_value': {}}
     assert sc['all'] == {'accuracy': 0.0, 'n': 1}
+
+
+def test_scores_by_value_say_which_shapes_fail():
+    pred = {'shape': torch.tensor([0, 0, 2, 1]), 'colour': torch.zeros(4, dtype=torch.long),
+            'size': torch.zeros(4, dtype=torch.long), 'position': torch.zeros(4, dtype=torch.long)}
+    sc = score_predictions(pred, ['a circle', 'a square', 'a triangle', 'a square'], 'shapes')
+    assert sc['shape']['by_value'] == {'circle': 1.0, 'square': 0.5, 'triangle': 1.0}
+    assert sc['shape']['accuracy'] == 0.75 and sc['shape']['n'] == 4
+    assert 'by_value' not in score_predictions({'shapes': torch.ones(1, len(SHAPES)), 'colours': torch.ones(1, len(COLOURS))},
+                                               ['a red circle'], 'shapes-multi')['shapes']
 
 
 def test_oracle_scores_checks_lengths():

@@ -1,7 +1,7 @@
 """Linear probes of pre-trained encoders on the built-in shapes set: can a linear layer read the shape and the colour
 from the global image features, and from the sentence features, of held-out real images?
 
-    OMP_NUM_THREADS=1 python tools/probe_encoders.py 40 [--root data/shapes] [--out encoders40]
+    OMP_NUM_THREADS=1 python tools/probe_encoders.py 40 [--root data/shapes] [--out encoders40] [--lr 1e-3]
 
 Pre-trains the encoders `t2i_train`'s cpu-quick preset would (with EPOCHS epochs) unless OUT already holds them, fits
 one softmax layer per attribute on the training split's features and prints one JSON line with the held-out accuracy
@@ -34,15 +34,16 @@ def attribute_probes(tr:dict, te:dict, y_tr, y_te) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('epochs', type=int); p.add_argument('--root', default=None); p.add_argument('--out', default=None)
+    p.add_argument('--lr', type=float, default=None, help='pre-training learning rate (default: the pre-training default)')
     a = p.parse_args()
     torch.manual_seed(0)
     cfg = get_preset('cpu-quick').replace(pretrain_epochs=a.epochs)
     root = dataset_root('shapes', a.root, n=cfg.n_images, size=64, seed=0)
     out = Path(a.out or f'encoders{a.epochs}')
-    if not (out/'config.json').exists(): pretrain(encoder_config(cfg, root, device='cpu'), out=out, progress=False, log=lambda *x: None)
+    if not (out/'config.json').exists(): pretrain(encoder_config(cfg, root, device='cpu').replace(**({'lr': a.lr} if a.lr else {})), out=out, progress=False, log=lambda *x: None)
     text, img, vocab, _ = load_pretrained(out, device='cpu')
     tr, te = (encode_dataset(text, img, load_dataset('shapes', root, s), vocab, cfg.net.gan.img_size) for s in ('train', 'test'))
     feats = lambda e: {'img': e.img, 'txt': e.txt}
-    print(json.dumps({'epochs': a.epochs, **attribute_probes(feats(tr), feats(te), tr.labels, te.labels)}))
+    print(json.dumps({'epochs': a.epochs, 'lr': a.lr, **attribute_probes(feats(tr), feats(te), tr.labels, te.labels)}))
 
 if __name__ == '__main__': main()
