@@ -34,16 +34,17 @@ def attribute_probes(tr:dict, te:dict, y_tr, y_te) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('epochs', type=int); p.add_argument('--root', default=None); p.add_argument('--out', default=None)
-    p.add_argument('--lr', type=float, default=None, help='pre-training learning rate (default: the pre-training default)')
+    p.add_argument('--lr', type=float, default=None, help="pre-training learning rate (default: the cpu-quick preset's)")
     a = p.parse_args()
     torch.manual_seed(0)
     cfg = get_preset('cpu-quick').replace(pretrain_epochs=a.epochs)
     root = dataset_root('shapes', a.root, n=cfg.n_images, size=64, seed=0)
     out = Path(a.out or f'encoders{a.epochs}')
-    if not (out/'config.json').exists(): pretrain(encoder_config(cfg, root, device='cpu').replace(**({'lr': a.lr} if a.lr else {})), out=out, progress=False, log=lambda *x: None)
+    pcfg = encoder_config(cfg.replace(**({'pretrain_lr': a.lr} if a.lr else {})), root, device='cpu')
+    if not (out/'config.json').exists(): pretrain(pcfg, out=out, progress=False, log=lambda *x: None)
     text, img, vocab, _ = load_pretrained(out, device='cpu')
     tr, te = (encode_dataset(text, img, load_dataset('shapes', root, s), vocab, cfg.net.gan.img_size) for s in ('train', 'test'))
     feats = lambda e: {'img': e.img, 'txt': e.txt}
-    print(json.dumps({'epochs': a.epochs, 'lr': a.lr, **attribute_probes(feats(tr), feats(te), tr.labels, te.labels)}))
+    print(json.dumps({'epochs': a.epochs, 'lr': pcfg.lr, **attribute_probes(feats(tr), feats(te), tr.labels, te.labels)}))
 
 if __name__ == '__main__': main()
