@@ -903,11 +903,11 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
                 raise T2IError(f'checkpoint was trained with {name}={flat.get(k)!r}, this run has {name}={v!r}')
     top = {k: v for k, v in ov.items() if not k.startswith('net.')}
     net = cfg.net
-    rest = {k[len('net.'):]: v for k, v in ov.items() if k.count('.') == 1 and k.startswith('net.') and k != 'net.scl'}
+    rest = {k[len('net.'):]: v for k, v in ov.items() if k.count('.') == 1 and k.startswith('net.')}
     unknown = sorted(set(rest) - set(net.to_dict()))
     if unknown: raise T2IError(f'unknown setting net.{unknown[0]}: see T2IConfig for the fields')
-    if rest: net = net.replace(**rest)   # model, text_init, ...
-    if 'net.scl' in ov: net = net.replace(scl=ov['net.scl'], n_classes=max(net.n_classes, 1))  # the real count comes from the data
+    if 'scl' in rest: rest['n_classes'] = max(rest.get('n_classes', net.n_classes), 1)  # the real count comes from the data
+    if rest: net = net.replace(**rest)   # model, scl, text_init, ...
     gan = {k.split('.')[-1]: v for k, v in ov.items() if k.startswith('net.gan.')}
     if 'nf' in gan and 'nf_d' not in gan and net.gan.nf_d:   # a preset's wider D keeps its ratio to G's width
         gan['nf_d'] = max(1, round(gan['nf'] * net.gan.nf_d / net.gan.nf))
