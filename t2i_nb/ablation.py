@@ -137,7 +137,7 @@ def study_plan(cfg:AblationConfig) -> list[tuple[str, str, int]]:
 
 # %% ../nbs/12_ablation.ipynb #38c2f0c4
 def _same_pretrain(saved:dict, want:dict) -> str|None:
-    drop = lambda d: {k: v for k, v in d.items() if k != 'device'}
+    drop = lambda d: {k: v for k, v in d.items() if k not in ('device', 'valid_every')}   # neither changes the weights
     return config_mismatch(drop(saved), drop(want))
 
 def ensure_encoders(pcfg:PretrainConfig, out:str|Path, log:Callable|None=print) -> Path:

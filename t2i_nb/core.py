@@ -114,8 +114,8 @@ def read_json(path:str|Path, what:str='JSON file') -> Any:
 
 # %% ../nbs/00_core.ipynb #874de64e
 def metric_line(metric_names:Sequence[str], row:Sequence) -> str:
-    "`name value` pairs of one fastai recorder row (`row[0]` is the epoch, as `metric_names[0]` is 'epoch')."
-    return '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(metric_names[1:], row[1:]))
+    "`name value` pairs of one fastai recorder row (`row[0]` is the epoch, as `metric_names[0]` is 'epoch'); `None` (not measured that epoch) is left out."
+    return '  '.join(f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(metric_names[1:], row[1:]) if v is not None)
 
 # %% ../nbs/00_core.ipynb #cdb3151d
 def _font(size:int=10):

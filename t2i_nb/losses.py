@@ -76,20 +76,25 @@ def _both_directions(scores:torch.Tensor, labels, n:int):
 
 # %% ../nbs/04_losses.ipynb #f6fddb94
 def word_region_scores(img_features:torch.Tensor, words_emb:torch.Tensor, cap_lens:torch.Tensor,
-                       gamma1:float=4., gamma2:float=5., eps:float=1e-8, chunk:int|None=None):
+                       gamma1:float=4., gamma2:float=5., eps:float=1e-8, chunk:int|None=None, gram:bool|None=None):
     "DAMSM `R(Q_j, D_i)` for every image j and caption i (`[B, B]`, rows images) and each caption's attention on its own image (`[B, T, H, W]`)."
     B, D, H, W = img_features.shape
-    T = words_emb.shape[2]
+    T, R = words_emb.shape[2], H * W
     v = img_features.flatten(2)                                   # [B, D, R] regions
     valid = torch.arange(T, device=v.device) < cap_lens[:, None]  # [B, T] real words (the rest is padding)
-    chunk = chunk or max(1, 2**22 // (B * T * max(H * W, D)))     # captions per step: bounds the [c, B, T, R] tensors
+    G = v.transpose(1, 2) @ v if (R < D if gram is None else gram) else None   # [B, R, R] region dot products
+    chunk = chunk or max(1, 2**22 // (B * T * max(R, D)))         # captions per step: bounds the [c, B, T, R] tensors
     rows, maps = [], []
     for i0 in range(0, B, chunk):
         e, ok = words_emb[i0:i0 + chunk], valid[i0:i0 + chunk]
-        s = torch.einsum('idt,jdr->ijtr', e, v).masked_fill(~ok[:, None, :, None], float('-inf'))
-        alpha = (gamma1 * s.softmax(2)).softmax(3)                # normalise over words, then attend over regions
-        ctx = torch.einsum('ijtr,jdr->ijtd', alpha, v)            # c_t: the regions each word attends to
-        rel = _cos(ctx, e.transpose(1, 2)[:, None], eps)          # [c, B, T]
+        s = torch.einsum('idt,jdr->ijtr', e, v)                   # e_t . v_r
+        alpha = (gamma1 * s.masked_fill(~ok[:, None, :, None], float('-inf')).softmax(2)).softmax(3)  # over words, then regions
+        if G is None:                                             # c_t = sum_r alpha_tr v_r: the regions each word attends to
+            rel = _cos(torch.einsum('ijtr,jdr->ijtd', alpha, v), e.transpose(1, 2)[:, None], eps)   # [c, B, T]
+        else:                                                     # the same cosine from [c, B, T, R] tensors, without c_t
+            dot = (alpha * s).sum(3)                              # c_t . e_t = sum_r alpha_tr (v_r . e_t)
+            sq = (torch.einsum('ijtr,jrq->ijtq', alpha, G) * alpha).sum(3)   # |c_t|^2 = alpha_t^T G alpha_t
+            rel = dot / (sq.clamp_min(eps * eps).sqrt() * e.norm(dim=1)[:, None]).clamp_min(eps)
         rows.append((gamma2 * rel).masked_fill(~ok[:, None], float('-inf')).logsumexp(2))
         k = torch.arange(len(e), device=v.device)
         maps.append(alpha[k, i0 + k])                             # caption i over image i

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['IMAGE_ENCODERS', 'TEXT_ENCODERS', 'BUILTIN_SETS', 'RUN_FILES', 'PretrainConfig', 'DAMSM', 'build_damsm', 'DAMSMLoss',
            'label_keys', 'mismatched_indices', 'r_precision_hits', 'r_precision', 'retrieval_recall', 'Encoded',
-           'encode_dataset', 'evaluate_encoders', 'DAMSMBatch', 'ClipTextGrad', 'LossPart', 'RPrecisionMetric',
-           'damsm_learner', 'PretrainResult', 'save_pretrained', 'load_pretrained', 'pretrain', 't2i_pretrain',
-           'bench_pretrain']
+           'encode_dataset', 'evaluate_encoders', 'DAMSMBatch', 'ClipTextGrad', 'LossPart', 'ValidEvery',
+           'RPrecisionMetric', 'damsm_learner', 'PretrainResult', 'save_pretrained', 'load_pretrained', 'pretrain',
+           't2i_pretrain', 'bench_pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #700bbe2c
-from fastai.learner import Learner, Metric
-from fastai.callback.core import Callback
+from fastai.learner import Learner, Metric, Recorder
+from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.progress import ProgressCallback
 from fastai.optimizer import Adam
 from fastcore.script import call_parse, store_true
@@ -66,6 +66,7 @@ class PretrainConfig(Config):
     device: str|None = None             # cpu, cuda, mps or None (T2I_DEVICE, else the best present)
     n_neg: int = 99                     # R-precision: mismatched captions per image
     n_folds: int = 10                   # R-precision: groups for mean and std
+    valid_every: int = 1                # score the held-out split every N epochs and after the last; 0: after the last only
 
     def resolved(self) -> PretrainConfig:
         "A checked copy with the data-set dependent defaults (`image_encoder`, `image_size`) filled in."
@@ -88,6 +89,7 @@ class PretrainConfig(Config):
         if not (self.lr > 0 and math.isfinite(self.lr)): bad(f'--lr must be a positive number, got {self.lr}')
         if not self.temperature > 0: bad(f'--temperature must be positive, got {self.temperature}')
         if self.scl_weight < 0: bad(f'--scl_weight must be >= 0, got {self.scl_weight}')
+        if self.valid_every < 0: bad(f'--valid_every must be >= 0 (0: validate after the last epoch only), got {self.valid_every}')
         return self
 
 # %% ../nbs/05_pretrain.ipynb #ed202e87
@@ -274,6 +276,18 @@ class LossPart(Metric):
     @property
     def name(self): return self.part
 
+class ValidEvery(Callback):
+    "Run the validation pass every `every` epochs and after the last one (`every=0`: after the last only), leaving the training's random stream as it was."
+    order = Recorder.order + 1   # after the Recorder's events: it has reset the valid metrics when we cancel
+    def __init__(self, every:int=1): self.every = every
+    def before_validate(self):
+        self._rng = torch.get_rng_state()   # a DataLoader pass draws its base seed from it, so validating would change the next epoch's dropout
+        due = self.epoch == self.n_epoch - 1 or (self.every and (self.epoch + 1) % self.every == 0)
+        if not due: raise CancelValidException
+    def after_cancel_validate(self):
+        self.learn.recorder.cancel_valid = False   # log the reset metrics (None): rows keep their width, so columns keep their names
+    def after_validate(self): torch.set_rng_state(self._rng)
+
 class RPrecisionMetric(Metric):
     "R-precision (one fold, `n_neg` mismatched captions) of the global image and sentence features seen in an epoch."
     def __init__(self, n_neg:int=99, seed:int=0): self.n_neg, self.seed = n_neg, seed
@@ -283,6 +297,7 @@ class RPrecisionMetric(Metric):
         self.feats.append((glob.detach().float().cpu(), sent.detach().float().cpu(), learn.yb[1].cpu()))
     @property
     def value(self):
+        if not self.feats: return None          # a skipped validation pass
         img, txt, y = (torch.cat(f) for f in zip(*self.feats))
         try: return r_precision(img, txt, y, self.n_neg, n_folds=1, seed=self.seed)[0]
         except T2IError: return float('nan')   # a single label: nothing is mismatched
@@ -297,7 +312,7 @@ def damsm_learner(dls, model:DAMSM, cfg:PretrainConfig, progress:bool=True) -> L
     metrics = [LossPart('word'), LossPart('sent')] + ([LossPart('scl')] if cfg.scl != 'none' else []) + [RPrecisionMetric(cfg.n_neg, cfg.seed)]
     opt = partial(Adam, mom=cfg.betas[0], sqr_mom=cfg.betas[1], eps=1e-8, wd=0.)
     learn = Learner(dls, model, loss_func=loss, opt_func=opt, lr=cfg.lr, wd=0., metrics=metrics,
-                    cbs=[DAMSMBatch(), ClipTextGrad(cfg.clip)])
+                    cbs=[DAMSMBatch(), ClipTextGrad(cfg.clip), ValidEvery(cfg.valid_every)])
     learn.recorder.train_metrics = True
     if not progress and hasattr(learn, 'progress'): learn.remove_cb(ProgressCallback)
     return learn
@@ -422,12 +437,13 @@ def t2i_pretrain(dataset:str='shapes',          # Data set: shapes, shapes-multi
                  inception_weights:str=None,    # Local torchvision Inception-v3 state dict (for --image_encoder inception)
                  image_size:int=None,           # Training image size (default: 64 for cnn, 299 for inception)
                  n_images:int=2000,             # Built-in sets: images to make when the folder is missing
+                 valid_every:int=1,             # Score the held-out split every N epochs and after the last (0: after the last only)
                  quiet:store_true=False):       # Print only the final figures
     "Pre-train the DAMSM text and image encoders (optionally with SCL / UniCL / CE label losses) and report R-precision."
     cfg = PretrainConfig(dataset=dataset, root=root, epochs=epochs, bs=bs, lr=lr, scl=scl, scl_weight=scl_weight,
                          temperature=temperature, seed=seed, device=device, image_encoder=image_encoder,
                          text_encoder=text_encoder, inception_weights=inception_weights, image_size=image_size,
-                         n_images=n_images)
+                         n_images=n_images, valid_every=valid_every)
     log = (lambda *a: None) if quiet else partial(print, flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter('default')

@@ -724,7 +724,8 @@ def encoder_config(cfg:TrainConfig, root:str|Path|None=None, scl:str|None=None, 
     return PretrainConfig(dataset=cfg.dataset, root=str(cfg.root if root is None else root), image_size=cfg.net.gan.img_size,
                           nef=cfg.net.gan.cond_dim, epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, bs=cfg.bs, scl=cfg.net.scl if scl is None else scl,
                           seed=cfg.seed if seed is None else seed, device=None if device is None else str(device),
-                          image_encoder='cnn' if cfg.dataset.startswith('shapes') else None)
+                          image_encoder='cnn' if cfg.dataset.startswith('shapes') else None,
+                          valid_every=0)   # the held-out scores after the last epoch are all t2i_train reports
 
 def _encoders_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:bool):
     "`(text_encoder, image_encoder, vocab)`: from `cfg.encoders`, the run's `encoders/`, or a quick pre-training here."

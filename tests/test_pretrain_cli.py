@@ -34,9 +34,11 @@ def test_explicit_root_quiet_in_process(tmp_path, capsys, monkeypatch):
     "Called as a function (what the command runs): --root is used as is, nothing is made in ./data, --quiet prints the summary only."
     monkeypatch.chdir(tmp_path)
     root = make_shapes(tmp_path/'tiny', n=40, size=32, seed=1)
-    t2i_pretrain(dataset='shapes', root=str(root), image_size=32, epochs=1, bs=8, out=str(tmp_path/'out'), quiet=True)
+    t2i_pretrain(dataset='shapes', root=str(root), image_size=32, epochs=2, bs=8, out=str(tmp_path/'out'), quiet=True, valid_every=0)
     out = capsys.readouterr().out
     assert 'epoch' not in out and 'R-precision' in out
+    hist = json.loads((tmp_path/'out'/'metrics.json').read_text())['history']   # --valid_every 0: validated after the last epoch only
+    assert hist[0]['valid_loss'] is None and hist[1]['valid_loss'] is not None
     assert (tmp_path/'out'/'metrics.json').exists() and not (tmp_path/'data').exists()
 
 @pytest.mark.parametrize('args, msg', [
@@ -59,6 +61,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, msg):
     (dict(inception_weights='/nonexistent/w.pth'), '--inception_weights needs --image_encoder inception'),
     (dict(image_encoder='inception', inception_weights='/nonexistent/w.pth'), 'Inception-v3 weights not found'),
     (dict(lr=-1.), '--lr must be a positive number'),
+    (dict(valid_every=-1), '--valid_every must be >= 0'),
     (dict(device='tpu'), 'unknown device'),
 ])
 def test_bad_values_exit_2_in_process(tmp_path, capsys, monkeypatch, kw, msg):
