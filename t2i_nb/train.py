@@ -941,13 +941,15 @@ def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo, ~1
               lr_d:float=None,             # Discriminator learning rate (default: the preset's)
               pretrain_epochs:int=None,    # Epochs of the encoders' pre-training (when needed and --encoders is not given)
               compile:store_true=False,    # torch.compile the generator
-              channels_last:store_true=False, # Channels-last memory format
+              channels_last:str=None,      # Channels-last memory format: on or off (default: the preset's; unset: on for CUDA and CPU bf16)
               quiet:store_true=False):     # Print only the run folder and the final summary
     "Train a text-to-image GAN (DF-GAN, SSA-GAN, DTE-GAN, +SCL) into a run folder: checkpoints, samples, loss curves, metrics."
     ov = _overrides(model=model, scl=scl, text_init=text_init, dataset=dataset, root=root, steps=steps, bs=bs, img_size=img_size, nf=nf,
                     encoders=encoders, seed=seed, precision=precision, workers=workers, ckpt_every=ckpt_every,
-                    n_critic=n_critic, lr_g=lr_g, lr_d=lr_d, pretrain_epochs=pretrain_epochs, compile=compile,
-                    channels_last=channels_last)
+                    n_critic=n_critic, lr_g=lr_g, lr_d=lr_d, pretrain_epochs=pretrain_epochs, compile=compile)
+    if channels_last is not None:   # a string, so that off can override a preset that turns it on
+        if channels_last not in ('on', 'off'): raise T2IError(f'--channels_last must be on or off, got {channels_last!r}')
+        ov['channels_last'] = channels_last == 'on'
     if resume is not None:
         run_dir = Path(resume)
         if out is not None and Path(out).resolve() != run_dir.resolve(): raise T2IError('give either --out or --resume (the run folder to continue), not both')

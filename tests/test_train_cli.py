@@ -1,5 +1,5 @@
 "The `t2i_train` console script end to end: --help, one-line errors, SIGTERM/SIGINT -> checkpoint and a clean exit, resume."
-import os, signal, subprocess, sys, threading, time
+import json, os, signal, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
 import torch
@@ -26,11 +26,19 @@ def test_help():
 
 
 @pytest.mark.parametrize('kw, msg', [(dict(model='gpt'), "unknown model 'gpt'"), (dict(preset='tpu'), "unknown preset 'tpu'"),
-                                     (dict(bs=7), '--bs must be even'), (dict(precision='fp8'), "unknown precision 'fp8'")])
+                                     (dict(bs=7), '--bs must be even'), (dict(precision='fp8'), "unknown precision 'fp8'"),
+                                     (dict(channels_last='yes'), '--channels_last must be on or off')])
 def test_bad_input_is_one_line(kw, msg, capsys, tmp_path):
     with pytest.raises(SystemExit) as e: t2i_train(out=str(tmp_path/'x'), **kw)
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and msg in err[0], err
+
+
+@pytest.mark.parametrize('flag, want', [('off', False), ('on', True), (None, None)])
+def test_channels_last_on_off_or_the_presets(flag, want, shapes_root, tmp_path):
+    "--channels_last off can turn off what a preset turns on; unset keeps the preset's (cpu-quick: None, decided by device)."
+    t2i_train(out=str(tmp_path/'r'), root=str(shapes_root), steps=1, ckpt_every=0, channels_last=flag, **TINY)
+    assert json.loads((tmp_path/'r'/'config.json').read_text())['channels_last'] is want
 
 
 def test_sigterm_saves_and_resumes(shapes_root, tmp_path):
