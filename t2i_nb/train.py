@@ -795,6 +795,10 @@ def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=
         ck = load_checkpoint(run_dir)
         if ck.get('config') is not None: ck['config'] = TrainConfig.from_dict(ck['config']).to_dict()  # newer fields: their defaults
         load_run_state(learn, ck, cfg.to_dict(), check_keys=('net', 'dataset', 'bs', 'seed'))
+        was = ck.get('amp', {}).get('mode', learn.amp.mode)
+        if was != learn.amp.mode:   # allowed (--precision fp32 after a divergence), but no longer the same run bit for bit
+            log(f'note: the checkpoint was trained in {was} and continues in {learn.amp.mode} (--precision {cfg.precision} on {dev}); '
+                f'give --precision {was} to keep it')
     spe = learn.data_state.batches_per_epoch()
     total = cfg.steps or cfg.epochs * spe
     if not progress: _print_epochs(learn, log, total)

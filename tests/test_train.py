@@ -109,6 +109,18 @@ def test_resume_with_other_configuration_fails_in_one_line(shapes_root, tmp_path
     assert 'not a t2i_train run folder' in capsys.readouterr().err
 
 
+def test_resume_in_another_precision_says_so(shapes_root, tmp_path):
+    "A run resumed in another precision (e.g. --precision auto on another machine) continues, with a note naming both."
+    run, lines = tmp_path/'p', []
+    train(tiny_cfg(shapes_root, steps=2, precision='fp32'), run, progress=False, log=quiet)
+    learn = train(tiny_cfg(shapes_root, steps=3, precision='bf16'), run, resume=True, progress=False, log=lines.append)
+    assert learn.gan_trainer.step == 3 and learn.amp.mode == 'bf16'
+    assert any(l.startswith('note: the checkpoint was trained in fp32 and continues in bf16') and '--precision fp32' in l for l in lines), lines
+    lines.clear()
+    train(tiny_cfg(shapes_root, steps=4, precision='bf16'), run, resume=True, progress=False, log=lines.append)
+    assert not any(l.startswith('note:') for l in lines), lines
+
+
 def test_loader_workers_do_not_change_the_run(shapes_root, tmp_path):
     "All randomness of an epoch is planned in the main process: 2 worker processes give the same losses as none."
     train(tiny_cfg(shapes_root, steps=3, ckpt_every=0), tmp_path/'w0', progress=False, log=quiet)
