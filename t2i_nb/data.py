@@ -593,10 +593,8 @@ class LabelPairSampler:
             yield [a for a, _ in chunk] + [b for _, b in chunk]
 
 # %% ../nbs/02_data.ipynb #d9b17075
-with warnings.catch_warnings():  # fastai.layers uses @torch.jit.script, which torch 2.14 deprecates at import time
-    warnings.filterwarnings('ignore', message='.*torch.jit.script.* is deprecated', category=FutureWarning)
-    from fastai.data.load import DataLoader
-    from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader   # (fastai's torch.jit.script FutureWarning is filtered in t2i_nb/__init__.py)
+from fastai.data.core import DataLoaders
 
 # %% ../nbs/02_data.ipynb #1685aec9
 def show_batch(batch, vocab:Vocab, max_n:int=8, ncol:int=4):

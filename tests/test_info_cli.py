@@ -28,3 +28,11 @@ def test_info_bad_device_is_one_line(dev, msg):
     r = run('--device', dev, '--no_compile')
     assert r.returncode == 2
     assert r.stderr.strip().count('\n') == 0 and msg in r.stderr and 'Traceback' not in r.stderr
+
+def test_importing_the_package_prints_no_warning():
+    "Importing every module (what each t2i_* command does first) leaves stderr empty: fastai's torch.jit.script deprecation is silenced."
+    mods = 'core shapes data encoders losses pretrain models gan train metrics generate bench ablation'.split()
+    code = '; '.join(f'import t2i_nb.{m}' for m in mods)
+    r = subprocess.run([sys.executable, '-W', 'default', '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'jit.script' not in r.stderr, r.stderr
