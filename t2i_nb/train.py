@@ -497,6 +497,7 @@ class Checkpointer(Callback):
         if hasattr(self.learn, 'loss_history'):
             h = self.learn.loss_history.history
             atomic_write(self.run_dir/'history.json', lambda p: p.write_text(json.dumps(h)))
+        self.plot()
 
     def plot(self):
         "Write loss_curves.png (first process only)."
@@ -505,8 +506,7 @@ class Checkpointer(Callback):
 
     def after_batch(self):
         if self.training and self.every and self.gan_trainer.step % self.every == 0: self.save()
-    def after_epoch(self): self.plot()
-    def after_fit(self): self.save(); self.plot()
+    def after_fit(self): self.save()
 
 # %% ../nbs/08_train.ipynb #1e149757
 class RunControl(Callback):
@@ -690,12 +690,12 @@ def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', d_gate=0., n
     return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim, norm=norm, d_gate=d_gate, nf_d=nf_d), **kw)
 
 PRESETS = {
-    # offline demonstration on two CPU cores (about 15 minutes, see the measured run below)
+    # offline demonstration on two CPU cores (about 14 minutes, see the measured run below)
     # (conditional BN, D's gates open, strong SCL and alignment terms, a fast G, a D twice as wide as G, encoders
     #  pre-trained long enough to tell shapes apart, DTE's text encoder started from the pre-trained one, lazy MA-GP:
     #  see "Tuning cpu-quick" below)
-    'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=3500, ckpt_every=500,
-                             lr_g=4e-4, ema_decay=0.999, pretrain_epochs=60, pretrain_lr=1e-3, precision='auto',
+    'cpu-quick': TrainConfig(preset='cpu-quick', dataset='shapes', n_images=2000, bs=32, steps=3400, ckpt_every=500,
+                             lr_g=4e-4, ema_decay=0.999, pretrain_epochs=90, pretrain_lr=1e-3, precision='auto',
                              net=_net(img_size=32, nf=16, nf_d=32, z_dim=64, cond_dim=128, norm='batch', d_gate=1., model='dte',
                                       scl='supcon', lambda_scl=1., lambda_align=1., text_init='damsm', gp_every=4,
                                       text=TextEmbedConfig(ninput=64, nhidden=128))),
@@ -922,7 +922,7 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
 # %% ../nbs/08_train.ipynb #f6c3a297
 @call_parse
 @cli_errors
-def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo, ~15 min on 2 CPU cores), cub-256 or coco-256 (papers' settings)
+def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo, ~14 min on 2 CPU cores), cub-256 or coco-256 (papers' settings)
               model:str=None,              # dfgan, dte, dte-shared or ssa (default: the preset's, dte)
               scl:str=None,                # Label-guided loss in the GAN phase: none, supcon, unicl or ce (default: the preset's)
               text_init:str=None,          # DTE text encoder's start: scratch, or damsm (a copy of the pre-trained one; cpu-quick's)
