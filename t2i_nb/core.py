@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, json, os, random, sys, textwrap, functools, platform, shutil, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence, get_type_hints
+from typing import Any, Callable, ClassVar, Sequence, get_type_hints
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -78,6 +78,7 @@ def from_uint8(x:torch.Tensor) -> torch.Tensor:
     "uint8 image(s) in [0, 255] -> float tensor(s) in [-1, 1]."
     return x.float() / 127.5 - 1
 
+# %% ../nbs/00_core.ipynb #d3ded3f7
 def to_pil(x:torch.Tensor) -> Image.Image:
     "One `[C, H, W]` image (float in [-1, 1], or uint8) -> PIL RGB (or L) image."
     if x.dtype != torch.uint8: x = to_uint8(x)
@@ -164,6 +165,17 @@ def _convert(tp, v, name):
     if (tp is tuple or getattr(tp, '__origin__', None) is tuple) and isinstance(v, list): return tuple(v)
     return v
 
+def _same(a, b) -> bool: return a == b or (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b))
+
+def _drop_retired(cls, d:dict, path:str='') -> dict:
+    "`d` without the keys `cls` no longer has: `RETIRED` ones (name -> the value it always had) at that value, and `DERIVED` ones."
+    retired, derived = getattr(cls, 'RETIRED', {}), getattr(cls, 'DERIVED', ())
+    for k, v in d.items():
+        if k in retired and not _same(v, retired[k]):
+            raise T2IError(f'{cls.__name__}: {path + "." if path else ""}{k}={v!r} is a retired setting (it is always {retired[k]!r} now): '
+                           f'this configuration needs an older t2i_nb')
+    return {k: v for k, v in d.items() if k not in retired and k not in derived}
+
 @dataclass
 class Config:
     "Base for configuration dataclasses: JSON round-trip, unknown keys are an error that names the key."
@@ -176,8 +188,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, d:dict, _path:str=''):
-        "Build from a dict; raises `T2IError` naming any key that is not a field."
+        "Build from a dict; raises `T2IError` naming any key that is not a field (retired and derived keys are dropped first, see below)."
         if not isinstance(d, dict): raise T2IError(f'{cls.__name__}: expected a JSON object, got {type(d).__name__}')
+        d = _drop_retired(cls, d, _path)
         names = {f.name for f in fields(cls)}
         unknown = [k for k in d if k not in names]
         if unknown:

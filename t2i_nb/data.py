@@ -384,9 +384,7 @@ def load_shapes_multi(root:str|Path, split:str='train') -> CaptionDataset:
     "Read the built-in multi-object set (COCO layout) with ground-truth `.attrs`; never flipped or cropped."
     return _attach_attrs(load_coco(_shapes_root(root, 'shapes-multi'), split, flip=False, crop=False, name='shapes-multi'))
 
-# %% ../nbs/02_data.ipynb #31eb79c1
-_CACHE_VERSION = 1
-
+# %% ../nbs/02_data.ipynb #1a622148
 def load_size(size:int, crop:bool=True) -> int:
     "The size images are stored at: AttnGAN's `int(size * 76 / 64)` when a random crop follows, else `size`."
     return int(size * 76 / 64) if crop else size
@@ -397,14 +395,7 @@ def prepare_image(img:Image.Image, load:int) -> np.ndarray:
     img = ImageOps.fit(img, (load, load), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
-def _cache_key(ds:CaptionDataset, load:int) -> str:
-    h = hashlib.sha1(json.dumps([_CACHE_VERSION, load, ds.bbox_crop]).encode())
-    for s in ds.items:
-        try: st = s.image.stat(); stamp = (st.st_size, st.st_mtime_ns)
-        except OSError: stamp = (-1, -1)
-        h.update(f'{os.path.relpath(s.image, ds.root)}|{stamp}|{s.bbox if ds.bbox_crop else None}\n'.encode())
-    return h.hexdigest()[:16]
-
+# %% ../nbs/02_data.ipynb #a8e702d4
 def _writable_dir(d:Path) -> bool:
     try: d.mkdir(parents=True, exist_ok=True); return os.access(d, os.W_OK)
     except OSError: return False
@@ -416,6 +407,17 @@ def cache_dir_for(ds:CaptionDataset, cache_dir:str|Path|None=None) -> Path:
     if _writable_dir(d): return d
     home = Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))
     return home/'t2i_nb'/hashlib.sha1(str(ds.root.resolve()).encode()).hexdigest()[:12]
+
+# %% ../nbs/02_data.ipynb #31eb79c1
+_CACHE_VERSION = 1
+
+def _cache_key(ds:CaptionDataset, load:int) -> str:
+    h = hashlib.sha1(json.dumps([_CACHE_VERSION, load, ds.bbox_crop]).encode())
+    for s in ds.items:
+        try: st = s.image.stat(); stamp = (st.st_size, st.st_mtime_ns)
+        except OSError: stamp = (-1, -1)
+        h.update(f'{os.path.relpath(s.image, ds.root)}|{stamp}|{s.bbox if ds.bbox_crop else None}\n'.encode())
+    return h.hexdigest()[:16]
 
 def image_cache(ds:CaptionDataset, load:int, cache_dir:str|Path|None=None, progress:bool|None=None):
     "Build (once) or reuse the uint8 `[N, 3, load, load]` image cache of `ds`: returns `(memmap, ok mask, path)`."
@@ -603,6 +605,7 @@ def show_batch(batch, vocab:Vocab, max_n:int=8, ncol:int=4):
     if imgs.dtype == torch.uint8: imgs = from_uint8(imgs)
     return captioned_grid(imgs, [vocab.decode(t[:l]) for t, l in zip(toks, lens)], ncol=ncol)
 
+# %% ../nbs/02_data.ipynb #056ecf5b
 class T2IDataLoader(DataLoader):
     "fastai `DataLoader` over a `TextImageDataset`, ordered by `batch_sampler` (None: in order), seeded by `(seed, epoch)`."
     def __init__(self, dataset=None, bs=32, batch_sampler=None, seed=0, epoch=0, **kwargs):
@@ -628,6 +631,7 @@ class T2IDataLoader(DataLoader):
         "Grid of a batch (default: `one_batch()`) with its captions."
         return show_batch(b if b is not None else self.one_batch(), self.dataset.vocab, max_n, ncol)
 
+# %% ../nbs/02_data.ipynb #19a02d39
 def get_dls(train_ds:CaptionDataset, valid_ds:CaptionDataset, vocab:Vocab, bs:int=32, size:int=64, pair_sampler:bool=True,
             seed:int=0, num_workers:int=0, cache:bool|str|Path=True, device=None, max_len:int=18) -> DataLoaders:
     "fastai `DataLoaders` of `(images, tokens, lengths, labels, idx)` batches; label-pair training batches when `pair_sampler`."
@@ -653,6 +657,7 @@ DEFAULT_ROOTS = {'shapes': Path('data/shapes'), 'shapes-multi': Path('data/shape
 def _check_name(name:str):
     if name not in DATASETS: raise T2IError(f'unknown data set {name!r}: use one of {", ".join(DATASETS)}')
 
+# %% ../nbs/02_data.ipynb #c45a32b4
 def dataset_root(name:str='shapes', root:str|Path|None=None, **make_kw) -> Path:
     "`root`, or for a built-in set without one its default folder, made (with `make_kw`) if it is not there yet."
     _check_name(name)
@@ -662,6 +667,7 @@ def dataset_root(name:str='shapes', root:str|Path|None=None, **make_kw) -> Path:
     if read_shapes_meta(root) is None: (make_shapes if name == 'shapes' else make_shapes_multi)(root, **make_kw)
     return root
 
+# %% ../nbs/02_data.ipynb #5b0e56da
 def held_out_split(name:str) -> str:
     "The split T2I papers evaluate on: CUB/Flowers/shapes 'test', COCO/shapes-multi 'val'."
     _check_name(name)
@@ -673,10 +679,12 @@ def dataset_splits(name:str, root:str|Path) -> tuple[str, ...]:
     if name == 'flowers' and all((Path(root)/s/'filenames.pickle').exists() for s in ('train', 'test')): return ('train', 'test')
     return DATASETS[name][1]
 
+# %% ../nbs/02_data.ipynb #6afc127d
 def load_dataset(name:str, root:str|Path|None=None, split:str='train') -> CaptionDataset:
     "Load split `split` of the data set `name` ('cub', 'flowers', 'coco', 'shapes', 'shapes-multi')."
     return DATASETS[name][0](dataset_root(name, root), split) if name in DATASETS else _check_name(name)
 
+# %% ../nbs/02_data.ipynb #c9e12a40
 def dataset_summary(name:str, root:str|Path|None=None) -> dict:
     "Counts per split, number of classes and of captions: what `t2i_data --json` prints."
     root = dataset_root(name, root)

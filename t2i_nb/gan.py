@@ -6,24 +6,24 @@
 from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
+from typing import ClassVar
 import torch
+from fastcore.basics import patch
 from torch import nn, Tensor
 from .core import Config, T2IError, set_seed
 from .encoders import DualTextEmbedding, TextEmbedConfig, TextEmbeds, count_params
 from .losses import damsm_sent_loss, contrastive_loss, LabelHead, ce_label_loss, CONTRASTIVE
-from .models import (GANConfig, build_generator, build_discriminator, hard_mismatch, d_hinge_loss, g_hinge_loss,
+from .models import (GANConfig, GP_K, GP_P, build_generator, build_discriminator, d_hinge_loss, g_hinge_loss,
                            ma_gp_from_out, mismatch)
 
 # %% auto #0
-__all__ = ['MODELS', 'TRUNK_GRAD', 'MISMATCH', 'TEXT_INIT', 'T2IConfig', 'T2IGAN', 'd_parameters', 'g_parameters', 'embed',
-           'sample_z', 'generate', 'd_loss', 'scl_loss', 'mode_seeking_loss', 'g_loss']
+__all__ = ['MODELS', 'TEXT_INIT', 'ALIGN_GAMMA', 'SCL_TEMPERATURE', 'LAMBDA_KL', 'T2IConfig', 'T2IGAN']
 
 # %% ../nbs/07_gan.ipynb #66e26311
 MODELS = ('dfgan', 'ssa', 'dte', 'dte-shared')
-TRUNK_GRAD = ('both', 'd', 'g')
-MISMATCH = ('roll', 'hard')
 TEXT_INIT = ('scratch', 'damsm')
 
+# %% ../nbs/07_gan.ipynb #ff7ed3e9
 @dataclass
 class T2IConfig(Config):
     "Everything that defines a T2I GAN of the comparison (saved as `config.json` with every checkpoint)."
@@ -31,35 +31,26 @@ class T2IConfig(Config):
     scl: str = 'none'             # label-guided term in the GAN phase: 'none' | 'supcon' | 'unicl' | 'ce'
     gan: GANConfig = field(default_factory=GANConfig)
     text: TextEmbedConfig = field(default_factory=TextEmbedConfig)  # DTE models only
-    n_classes: int = 0            # number of classes (the CE head needs it)
-    trunk_grad: str = 'both'      # DTE: which step's loss trains the text encoder shared by S_G and S_D
     lambda_align: float = 0.1     # DTE: weight of the image-text alignment loss on S_D (0 turns it off)
-    align_gamma: float = 10.      # DTE: scale of the cosines in the alignment loss (DAMSM's gamma3)
     lambda_scl: float = 0.1       # weight of the SCL / UniCL / CE term in G's loss
-    scl_temperature: float = 0.07 # SupCon / UniCL temperature
-    lambda_kl: float = 1.0        # weight of the conditioning-augmentation KL (when text.ca)
-    gp_k: float = 2.              # MA-GP weight k
-    gp_p: float = 6.              # MA-GP power p
     gp_every: int = 1             # MA-GP on every N-th D step only, weighted N (StyleGAN2's lazy regularisation); 1: every step
-    mismatch: str = 'roll'        # D's wrong captions: 'roll' (DF-GAN: the batch shifted) | 'hard' (the closest caption of another class)
     text_init: str = 'scratch'    # DTE: the text encoder starts 'scratch' (new) or 'damsm' (a trainable copy of the pre-trained one)
-    lambda_ms: float = 0.         # mode-seeking term (MSGAN): a quarter of the batch drawn twice with other noise; 0 turns it off
+    # settings that no longer exist, with the value they always had (old config.json files still load: see `Config.from_dict`)
+    RETIRED: ClassVar[dict] = dict(trunk_grad='both', mismatch='roll', lambda_ms=0., align_gamma=10., scl_temperature=0.07,
+                                   lambda_kl=1., gp_k=2., gp_p=6.)
+    DERIVED: ClassVar[tuple] = ('n_classes',)   # once saved here, now decided by the data
 
     def __post_init__(self):
         if self.model not in MODELS: raise T2IError(f'unknown model {self.model!r}: use one of {", ".join(MODELS)}')
         if self.scl not in CONTRASTIVE: raise T2IError(f'unknown scl {self.scl!r}: use one of {", ".join(CONTRASTIVE)}')
-        if self.mismatch not in MISMATCH: raise T2IError(f'unknown mismatch {self.mismatch!r}: use one of {", ".join(MISMATCH)}')
-        if self.lambda_ms < 0: raise T2IError(f'lambda_ms must be >= 0, got {self.lambda_ms}')
         if not isinstance(self.gp_every, int) or self.gp_every < 1: raise T2IError(f'gp_every must be a positive integer, got {self.gp_every!r}')
         if self.text_init not in TEXT_INIT: raise T2IError(f'unknown text_init {self.text_init!r}: use one of {", ".join(TEXT_INIT)}')
-        if self.trunk_grad not in TRUNK_GRAD: raise T2IError(f'unknown trunk_grad {self.trunk_grad!r}: use one of {", ".join(TRUNK_GRAD)}')
         if isinstance(self.gan, dict): self.gan = GANConfig.from_dict(self.gan, _path='gan')
         if isinstance(self.text, dict): self.text = TextEmbedConfig.from_dict(self.text, _path='text')
         if self.model == 'ssa' and self.gan.arch != 'ssa': self.gan = self.gan.replace(arch='ssa')
         if self.is_dte:
             mode = 'shared' if self.model == 'dte-shared' else ('dual-heads' if self.text.mode == 'shared' else self.text.mode)
             self.text = self.text.replace(mode=mode, emb_dim=self.gan.cond_dim)
-        if self.scl == 'ce' and self.n_classes < 1: raise T2IError("scl='ce' needs n_classes (the number of classes in the data set)")
 
     @property
     def is_dte(self) -> bool: return self.model.startswith('dte')
@@ -92,9 +83,11 @@ class T2IGAN(nn.Module):
     "Generator, discriminator and text side of one T2I GAN; `d_loss`/`g_loss` compute one step's losses."
     def __init__(self, cfg:T2IConfig,
                  text_encoder:nn.Module|None=None,   # pre-trained DAMSM text encoder (frozen): dfgan/ssa conditioning, SCL's text side
-                 image_encoder:nn.Module|None=None): # pre-trained image encoder (frozen): SCL's image side
+                 image_encoder:nn.Module|None=None,  # pre-trained image encoder (frozen): SCL's image side
+                 n_classes:int=0):                   # classes in the data set (the CE head's outputs)
         super().__init__()
         self.cfg = cfg
+        if cfg.scl == 'ce' and n_classes < 1: raise T2IError("scl='ce' needs n_classes (the number of classes in the data set)")
         if not cfg.is_dte and text_encoder is None:
             raise T2IError(f"model {cfg.model!r} conditions on a pre-trained DAMSM text encoder: pass text_encoder (run t2i_pretrain first)")
         if cfg.scl != 'none' and (image_encoder is None or text_encoder is None):
@@ -107,7 +100,7 @@ class T2IGAN(nn.Module):
         self.text = DualTextEmbedding(cfg.text, encoder=_trainable_copy(text_encoder) if warm else None) if cfg.is_dte else None
         self.damsm_text, self.damsm_image = _frozen(text_encoder), _frozen(image_encoder)
         self.align = nn.Linear(self.netD.out_ch, cfg.gan.cond_dim) if cfg.is_dte and cfg.lambda_align > 0 else None
-        self.label_head = LabelHead(self._scl_dim(), cfg.n_classes) if cfg.scl == 'ce' else None
+        self.label_head = LabelHead(self._scl_dim(), n_classes) if cfg.scl == 'ce' else None
 
     def _scl_dim(self) -> int:
         with torch.no_grad():
@@ -121,27 +114,25 @@ class T2IGAN(nn.Module):
         return self
 
 # %% ../nbs/07_gan.ipynb #d42bc4c5
+@patch
 def d_parameters(self:T2IGAN) -> list:
-    "What the discriminator's optimizer updates: D, C, the alignment projection, the CE head, `S_D` (and the shared text encoder)."
+    "What the discriminator's optimizer updates: D, C, the alignment projection, the CE head, `S_D` and the shared text encoder."
     ps = [*self.netD.parameters(), *self.netC.parameters()]
     for m in (self.align, self.label_head):
         if m is not None: ps += list(m.parameters())
-    if self.text is not None:
-        ps += self.text.params_d()
-        if self.cfg.trunk_grad in ('both', 'd'): ps += self.text.params_shared()
+    if self.text is not None: ps += self.text.params_d() + self.text.params_shared()
     return _unique(ps)
 
+# %% ../nbs/07_gan.ipynb #89d312ea
+@patch
 def g_parameters(self:T2IGAN) -> list:
-    "What the generator's optimizer updates: G, `S_G` (and the shared text encoder)."
+    "What the generator's optimizer updates: G, `S_G` and the shared text encoder."
     ps = list(self.netG.parameters())
-    if self.text is not None:
-        ps += self.text.params_g()
-        if self.cfg.trunk_grad in ('both', 'g'): ps += self.text.params_shared()
+    if self.text is not None: ps += self.text.params_g() + self.text.params_shared()
     return _unique(ps)
 
-T2IGAN.d_parameters, T2IGAN.g_parameters = d_parameters, g_parameters
-
-# %% ../nbs/07_gan.ipynb #ef813bbb
+# %% ../nbs/07_gan.ipynb #33454706
+@patch
 def embed(self:T2IGAN, tokens:Tensor, lengths:Tensor) -> TextEmbeds:
     "Sentence embeddings for G and D (`TextEmbeds`); for dfgan/ssa both are the frozen encoder's sentence feature."
     if self.text is not None: return self.text(tokens, lengths)
@@ -149,24 +140,29 @@ def embed(self:T2IGAN, tokens:Tensor, lengths:Tensor) -> TextEmbeds:
     mask = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths.to(tokens.device)[:, None]
     return TextEmbeds(sent, sent, words, words, mask, sent.new_zeros(()))
 
+# %% ../nbs/07_gan.ipynb #96dd4a22
+@patch
 def sample_z(self:T2IGAN, n:int, generator:torch.Generator|None=None) -> Tensor:
     "`n` noise vectors on the model's device."
     dev = next(self.netG.parameters()).device
     return torch.randn(n, self.cfg.gan.z_dim, generator=generator, device='cpu' if generator is not None else dev).to(dev)
 
+# %% ../nbs/07_gan.ipynb #2cdac6d9
+@patch
 def generate(self:T2IGAN, tokens:Tensor, lengths:Tensor, z:Tensor|None=None, netG:nn.Module|None=None) -> Tensor:
     "Images in [-1, 1] for the captions (`netG`: e.g. the EMA copy; default `self.netG`)."
     e = self.embed(tokens, lengths)
     z = self.sample_z(len(tokens)) if z is None else z
     return (netG or self.netG)(z, e.s_g)
 
-T2IGAN.embed, T2IGAN.sample_z, T2IGAN.generate = embed, sample_z, generate
-
 # %% ../nbs/07_gan.ipynb #502aef14
+ALIGN_GAMMA = 10.   # DTE alignment: the scale of the cosines (DAMSM's gamma3), a paper constant
+
 def _align_loss(self:T2IGAN, feats:Tensor, s:Tensor, labels:Tensor) -> Tensor:
-    l0, l1 = damsm_sent_loss(self.align(feats.mean((2, 3))), s, labels, gamma3=self.cfg.align_gamma)
+    l0, l1 = damsm_sent_loss(self.align(feats.mean((2, 3))), s, labels, gamma3=ALIGN_GAMMA)
     return l0 + l1
 
+@patch
 def d_loss(self:T2IGAN, batch, grad_scale:float|None=None, step:int|None=None):
     "Discriminator step: hinge on matched/fake/mismatched pairs + MA-GP (+ alignment, + CE head). Returns `(loss, logs)`."
     img, tokens, lengths, labels = batch[:4]
@@ -178,10 +174,10 @@ def d_loss(self:T2IGAN, batch, grad_scale:float|None=None, step:int|None=None):
     img = img.detach().requires_grad_(reg)
     feats = self.netD(img)
     out_real = self.netC(feats, s_d)
-    out_mis = self.netC(feats, (hard_mismatch if cfg.mismatch == 'hard' else mismatch)(s_d, _single(labels)))
+    out_mis = self.netC(feats, mismatch(s_d, _single(labels)))
     out_fake = self.netC(self.netD(fake), s_d)
     adv = d_hinge_loss(out_real, out_fake, out_mis)
-    gp = (ma_gp_from_out(out_real, img, s_d, k=cfg.gp_k * cfg.gp_every, p=cfg.gp_p, inv_scale=None if grad_scale is None else 1 / grad_scale)
+    gp = (ma_gp_from_out(out_real, img, s_d, k=GP_K * cfg.gp_every, p=GP_P, inv_scale=None if grad_scale is None else 1 / grad_scale)
           if reg else out_real.new_zeros((), dtype=torch.float32))
     loss, logs = adv + gp, {'d_adv': adv.detach(), 'gp': gp.detach(),
                             'd_real': out_real.detach().float().mean(), 'd_fake': out_fake.detach().float().mean()}
@@ -194,9 +190,10 @@ def d_loss(self:T2IGAN, batch, grad_scale:float|None=None, step:int|None=None):
         loss = loss + ce; logs['d_ce'] = ce.detach()
     return loss, logs
 
-T2IGAN.d_loss = d_loss
+# %% ../nbs/07_gan.ipynb #5211027b
+SCL_TEMPERATURE = 0.07   # SupCon / UniCL temperature (the SCL paper's), a paper constant
 
-# %% ../nbs/07_gan.ipynb #9ffa8e90
+@patch
 def scl_loss(self:T2IGAN, fake:Tensor, tokens:Tensor, lengths:Tensor, labels:Tensor) -> Tensor:
     "SCL (or UniCL / CE) over the two branches of a label-pair batch of generated images, with the frozen encoders."
     n = len(fake) // 2
@@ -204,24 +201,18 @@ def scl_loss(self:T2IGAN, fake:Tensor, tokens:Tensor, lengths:Tensor, labels:Ten
     with torch.no_grad(): txt = self.damsm_text(tokens, lengths)[1]
     img = self.damsm_image(fake)[1]  # frozen weights, but the gradient flows back to the generated images
     return contrastive_loss(self.cfg.scl, txt[:n], img[:n], txt[n:], img[n:], labels, head=self.label_head,
-                            temperature=self.cfg.scl_temperature)
+                            temperature=SCL_TEMPERATURE)
 
-def mode_seeking_loss(a:Tensor, b:Tensor, za:Tensor, zb:Tensor, eps:float=1e-5) -> Tensor:
-    "MSGAN's term for pairs drawn with one caption and two noises: 1 / (mean |a - b| / mean |za - zb|), falls as they differ."
-    ratio = (a.float() - b.float()).abs().mean() / (za.float() - zb.float()).abs().mean()
-    return 1 / (ratio + eps)
+# %% ../nbs/07_gan.ipynb #cb6e9633
+LAMBDA_KL = 1.   # weight of conditioning augmentation's KL term (AttnGAN's), a paper constant
 
+@patch
 def g_loss(self:T2IGAN, batch):
     "Generator step: adversarial (+ alignment of the fakes, + SCL, + CA's KL). Returns `(loss, logs)`."
     img, tokens, lengths, labels = batch[:4]
     cfg = self.cfg
     e = self.embed(tokens, lengths)
-    z, k = self.sample_z(len(img)), max(1, len(img) // 4) if cfg.lambda_ms else 0
-    if k:  # mode seeking: the first k captions again with other noise, in the same forward (same batch statistics)
-        z2 = self.sample_z(k)
-        both = self.netG(torch.cat([z, z2]), torch.cat([e.s_g, e.s_g[:k]]))
-        fake, fake2 = both[:len(img)], both[len(img):]
-    else: fake = self.netG(z, e.s_g)
+    fake = self.netG(self.sample_z(len(img)), e.s_g)
     s_d = e.s_d.detach()  # a constant condition: G's loss must not train D's embedding
     feats = self.netD(fake)
     adv = g_hinge_loss(self.netC(feats, s_d))
@@ -230,13 +221,8 @@ def g_loss(self:T2IGAN, batch):
         al = _align_loss(self, feats, s_d, labels)
         loss = loss + cfg.lambda_align * al; logs['g_align'] = al.detach()
     if cfg.scl != 'none':
-        sl = scl_loss(self, fake, tokens, lengths, labels)
+        sl = self.scl_loss(fake, tokens, lengths, labels)
         loss = loss + cfg.lambda_scl * sl; logs[f'g_{cfg.scl}'] = sl.detach()
-    if k:
-        ms = mode_seeking_loss(fake[:k], fake2, z[:k], z2)
-        loss = loss + cfg.lambda_ms * ms; logs['g_ms'] = ms.detach()
     if self.text is not None and self.text.cfg.ca:
-        loss = loss + cfg.lambda_kl * e.kl; logs['kl'] = e.kl.detach()
+        loss = loss + LAMBDA_KL * e.kl; logs['kl'] = e.kl.detach()
     return loss, logs
-
-T2IGAN.scl_loss, T2IGAN.g_loss = scl_loss, g_loss

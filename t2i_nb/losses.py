@@ -42,6 +42,7 @@ def check_labels(labels, n:int, name:str='labels') -> torch.Tensor:
                        f'got shape {tuple(labels.shape)}')
     return labels
 
+# %% ../nbs/04_losses.ipynb #d69da258
 def label_overlap(labels:torch.Tensor, dtype:torch.dtype=torch.float32) -> torch.Tensor:
     "`[B, B]` pair weights in [0, 1]: class equality for `[B]` labels, Jaccard overlap of label sets for `[B, C]`; 1 on the diagonal."
     if labels.ndim == 1: w = (labels[:, None] == labels[None]).to(dtype)

@@ -12,15 +12,18 @@ import torch.nn.functional as F
 from .core import Config, T2IError
 
 # %% auto #0
-__all__ = ['ARCHS', 'NORMS', 'IMG_SIZES', 'GANConfig', 'channels', 'Affine', 'Fuse', 'mask_predictor', 'GBlock', 'NetG', 'DBlock',
-           'NetD', 'NetC', 'build_generator', 'build_discriminator', 'n_params', 'd_hinge_loss', 'g_hinge_loss',
-           'mismatch', 'hard_mismatch', 'ma_gp_from_out', 'ma_gp']
+__all__ = ['IMG_SIZES', 'ARCHS', 'NORMS', 'GP_K', 'GP_P', 'GANConfig', 'channels', 'Affine', 'Fuse', 'mask_predictor', 'GBlock',
+           'NetG', 'DBlock', 'NetD', 'NetC', 'build_generator', 'build_discriminator', 'n_params', 'd_hinge_loss',
+           'g_hinge_loss', 'mismatch', 'ma_gp_from_out', 'ma_gp']
+
+# %% ../nbs/06_models.ipynb #451c87de
+IMG_SIZES = (32, 64, 128, 256)   # output resolutions: 4x4 doubled 3 to 6 times
+
+# %% ../nbs/06_models.ipynb #b8bbd7da
+ARCHS = ('dfgan', 'ssa')      # generator backbones
+NORMS = ('none', 'batch')     # normalisation before each fusion
 
 # %% ../nbs/06_models.ipynb #317de4fe
-ARCHS = ('dfgan', 'ssa')
-NORMS = ('none', 'batch')
-IMG_SIZES = (32, 64, 128, 256)
-
 @dataclass
 class GANConfig(Config):
     "Hyper-parameters of the generator and discriminator (shared by every backbone)."
@@ -146,7 +149,7 @@ class NetG(nn.Module):
         img = self.to_rgb(h)
         return (img, masks) if return_masks else img
 
-# %% ../nbs/06_models.ipynb #9a1b3bba
+# %% ../nbs/06_models.ipynb #f838b16e
 class DBlock(nn.Module):
     "Down-sampling residual block: `avgpool(shortcut(x)) + gamma * res(x)`, the gate gamma initialised to `gate` (DF-GAN: 0)."
     def __init__(self, ni:int, no:int, gate:float=0.):
@@ -174,6 +177,7 @@ class NetD(nn.Module):
             raise T2IError(f'images must be [B, {ch}, {S}, {S}] for this discriminator, got shape {tuple(img.shape)}')
         return self.blocks(self.stem(img))
 
+# %% ../nbs/06_models.ipynb #7b351a18
 class NetC(nn.Module):
     "One-way conditional head: `(features [B, 8nf, 4, 4], s [B, cond_dim]) -> one logit per image [B]`."
     def __init__(self, cfg:GANConfig):
@@ -187,7 +191,7 @@ class NetC(nn.Module):
         s = s[:, :, None, None].expand(-1, -1, *feats.shape[-2:])
         return self.joint(torch.cat([feats, s], 1)).view(-1)
 
-# %% ../nbs/06_models.ipynb #2bb467ac
+# %% ../nbs/06_models.ipynb #4c0f1de3
 def _cfg(cfg:GANConfig|dict|None) -> GANConfig:
     if cfg is None: return GANConfig()
     return GANConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
@@ -201,6 +205,7 @@ def build_discriminator(cfg:GANConfig|dict|None=None) -> tuple[NetD, NetC]:
     cfg = _cfg(cfg)
     return NetD(cfg), NetC(cfg)
 
+# %% ../nbs/06_models.ipynb #4a81c3c2
 def n_params(*modules:nn.Module) -> int:
     "Number of parameters of `modules` together."
     return sum(p.numel() for m in modules for p in m.parameters())
@@ -233,22 +238,10 @@ def mismatch(s:Tensor, labels:Tensor|None=None, shift:int=1) -> Tensor:
         shift = 1 + min(range(B - 1), key=lambda i: (clashes[i], i))
     return s.roll(shift, 0)
 
-# %% ../nbs/06_models.ipynb #358855db
-def hard_mismatch(s:Tensor, labels:Tensor|None=None) -> Tensor:
-    "Wrong captions for the batch: for each row the most similar other row of `s` (cosine) whose label differs; `mismatch` where none does."
-    B, labels = len(s), _batch_labels(s, labels)
-    with torch.no_grad():
-        v = F.normalize(s.detach().float(), dim=1)
-        sim = v @ v.T
-        bad = torch.eye(B, dtype=torch.bool, device=s.device)
-        if labels is not None: bad |= labels[:, None] == labels[None]
-        idx = sim.masked_fill(bad, float('-inf')).argmax(1)
-        none = bad.all(1)
-    if none.any(): return torch.where(none[:, None], mismatch(s, labels), s[idx])
-    return s[idx]
+# %% ../nbs/06_models.ipynb #2dbd7b1b
+GP_K, GP_P = 2., 6.   # DF-GAN's MA-GP weight k and power p (paper constants)
 
-# %% ../nbs/06_models.ipynb #ccce0f34
-def ma_gp_from_out(out:Tensor, img:Tensor, s:Tensor, k:float=2., p:float=6., inv_scale:float|None=None) -> Tensor:
+def ma_gp_from_out(out:Tensor, img:Tensor, s:Tensor, k:float=GP_K, p:float=GP_P, inv_scale:float|None=None) -> Tensor:
     "MA-GP from logits `out` already computed from `(img, s)` (both must be in `out`'s graph)."
     scaled = out if inv_scale is None else out / inv_scale
     gi, gs = torch.autograd.grad(scaled.sum(), (img, s), create_graph=True)
@@ -256,9 +249,10 @@ def ma_gp_from_out(out:Tensor, img:Tensor, s:Tensor, k:float=2., p:float=6., inv
     g = torch.cat([gi.flatten(1), gs.flatten(1)], 1).float()
     return k * g.pow(2).sum(1).pow(p / 2).mean()
 
+# %% ../nbs/06_models.ipynb #9d05b15b
 def _leaf(x:Tensor) -> Tensor: return x if x.requires_grad else x.detach().requires_grad_(True)
 
-def ma_gp(netD:nn.Module, netC:nn.Module, img:Tensor, s:Tensor, k:float=2., p:float=6., inv_scale:float|None=None) -> Tensor:
+def ma_gp(netD:nn.Module, netC:nn.Module, img:Tensor, s:Tensor, k:float=GP_K, p:float=GP_P, inv_scale:float|None=None) -> Tensor:
     "Matching-aware gradient penalty `k * mean(||[dC/dimg, dC/ds]|| ** p)` on REAL images `img` and their MATCHING `s`."
     img, s = _leaf(img), _leaf(s)
     return ma_gp_from_out(netC(netD(img), s), img, s, k=k, p=p, inv_scale=inv_scale)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 __all__ = ['IMAGE_ENCODERS', 'TEXT_ENCODERS', 'BUILTIN_SETS', 'RUN_FILES', 'PretrainConfig', 'DAMSM', 'build_damsm', 'DAMSMLoss',
            'label_keys', 'mismatched_indices', 'r_precision_hits', 'r_precision', 'retrieval_recall', 'Encoded',
            'encode_dataset', 'evaluate_encoders', 'DAMSMBatch', 'ClipTextGrad', 'LossPart', 'ValidEvery',
-           'RPrecisionMetric', 'damsm_learner', 'PretrainResult', 'save_pretrained', 'load_pretrained', 'pretrain',
-           't2i_pretrain', 'bench_pretrain']
+           'RPrecisionMetric', 'damsm_learner', 'save_pretrained', 'PretrainedEncoders', 'load_pretrained',
+           'PretrainResult', 'pretrain', 't2i_pretrain', 'bench_pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #700bbe2c
 from fastai.learner import Learner, Metric, Recorder
@@ -36,6 +36,8 @@ from .losses import damsm_word_loss, damsm_sent_loss, contrastive_loss, LabelHea
 # %% ../nbs/05_pretrain.ipynb #4a1ba855
 IMAGE_ENCODERS = ('cnn', 'inception')
 TEXT_ENCODERS = ('rnn', 'lstm', 'transformer')
+
+# %% ../nbs/05_pretrain.ipynb #51844aeb
 BUILTIN_SETS = tuple(DEFAULT_ROOTS)
 
 @dataclass
@@ -155,6 +157,7 @@ def label_keys(labels) -> torch.Tensor:
     keys[empty] = -1 - torch.arange(int(empty.sum()))
     return keys
 
+# %% ../nbs/05_pretrain.ipynb #a210a2be
 def mismatched_indices(labels, n_neg:int=99, seed:int=0) -> torch.Tensor:
     "`long[N, n_neg]`: for each item, `n_neg` items with another label, drawn uniformly with replacement (seeded)."
     keys = label_keys(labels)
@@ -170,6 +173,7 @@ def mismatched_indices(labels, n_neg:int=99, seed:int=0) -> torch.Tensor:
         if n == 0: return idx
         idx[same] = torch.randint(0, N, (n,), generator=g)
 
+# %% ../nbs/05_pretrain.ipynb #30ea2171
 def r_precision_hits(img_feats:torch.Tensor, txt_feats:torch.Tensor, neg_idx:torch.Tensor, chunk:int=512) -> torch.Tensor:
     "`bool[N]`: does image i rank its own caption (row i of `txt_feats`) strictly above the captions `neg_idx[i]`?"
     if img_feats.shape != txt_feats.shape or img_feats.ndim != 2:
@@ -240,6 +244,7 @@ def encode_dataset(text_enc:nn.Module, img_enc:nn.Module, ds:CaptionDataset, voc
     finally: text_enc.train(modes[0]); img_enc.train(modes[1])
     return Encoded(*(torch.cat(p) for p in zip(*parts)))
 
+# %% ../nbs/05_pretrain.ipynb #e71e560a
 def evaluate_encoders(text_enc:nn.Module, img_enc:nn.Module, ds:CaptionDataset, vocab:Vocab, size:int|None=None,
                       bs:int=64, device=None, n_neg:int=99, n_folds:int=10, seed:int=0, ks:Sequence[int]=(1, 5, 10)) -> dict:
     "R-precision (mean, std) and retrieval recall@K (instance and class level) of an encoder pair on a split."
@@ -257,12 +262,14 @@ class DAMSMBatch(Callback):
         images, tokens, lengths, labels, _ = self.learn.xb + self.learn.yb
         self.learn.xb, self.learn.yb = (images, tokens, lengths), (lengths, labels)
 
+# %% ../nbs/05_pretrain.ipynb #35e53f3d
 class ClipTextGrad(Callback):
     "Clip the gradient norm of the text encoder to `max_norm` before each step (DAMSM's RNN clipping); 0 turns it off."
     def __init__(self, max_norm:float=0.25): self.max_norm = max_norm
     def before_step(self):
         if self.max_norm: nn.utils.clip_grad_norm_(self.learn.model.text_encoder.parameters(), self.max_norm)
 
+# %% ../nbs/05_pretrain.ipynb #19b2dac8
 class LossPart(Metric):
     "Batch-size weighted mean of one component (`'word'`, `'sent'`, `'scl'`) of `DAMSMLoss.parts`."
     def __init__(self, part:str): self.part = part
@@ -276,6 +283,7 @@ class LossPart(Metric):
     @property
     def name(self): return self.part
 
+# %% ../nbs/05_pretrain.ipynb #59b0b42b
 class ValidEvery(Callback):
     "Run the validation pass every `every` epochs and after the last one (`every=0`: after the last only), leaving the training's random stream as it was."
     order = Recorder.order + 1   # after the Recorder's events: it has reset the valid metrics when we cancel
@@ -288,6 +296,7 @@ class ValidEvery(Callback):
         self.learn.recorder.cancel_valid = False   # log the reset metrics (None): rows keep their width, so columns keep their names
     def after_validate(self): torch.set_rng_state(self._rng)
 
+# %% ../nbs/05_pretrain.ipynb #4b4748eb
 class RPrecisionMetric(Metric):
     "R-precision (one fold, `n_neg` mismatched captions) of the global image and sentence features seen in an epoch."
     def __init__(self, n_neg:int=99, seed:int=0): self.n_neg, self.seed = n_neg, seed
@@ -318,13 +327,6 @@ def damsm_learner(dls, model:DAMSM, cfg:PretrainConfig, progress:bool=True) -> L
     return learn
 
 # %% ../nbs/05_pretrain.ipynb #1ba57436
-class PretrainResult(NamedTuple):
-    "What `pretrain` returns."
-    learn: Learner
-    vocab: Vocab
-    metrics: dict
-    out: Path|None
-
 RUN_FILES = ('text_encoder.pth', 'image_encoder.pth', 'vocab.json', 'config.json', 'metrics.json')
 
 def _save_state(path:Path, module:nn.Module):
@@ -344,23 +346,38 @@ def save_pretrained(out:str|Path, model:DAMSM, vocab:Vocab, cfg:PretrainConfig, 
     atomic_write(out/'metrics.json', lambda p: p.write_text(json.dumps(metrics, indent=1)))
     return out
 
+# %% ../nbs/05_pretrain.ipynb #195386a7
+class PretrainedEncoders(NamedTuple):
+    "What `load_pretrained` returns; unpacks like the plain tuple `(text_encoder, image_encoder, vocab, cfg)`."
+    text_encoder: nn.Module  # the text encoder, in eval mode
+    image_encoder: nn.Module # the image encoder, in eval mode
+    vocab: Vocab             # the vocabulary built from the run's training captions
+    cfg: PretrainConfig      # the run's resolved config
+
 def _load_state(path:Path, module:nn.Module) -> nn.Module:
     if not path.is_file(): raise T2IError(f'{path} not found: is {path.parent} a t2i_pretrain run folder?')
     try: sd = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e: raise T2IError(f'cannot read {path} ({type(e).__name__}): the file is damaged') from None
     return load_strict(module, sd, str(path))
 
-def load_pretrained(run:str|Path, device=None) -> tuple[nn.Module, nn.Module, Vocab, PretrainConfig]:
-    "`(text_encoder, image_encoder, vocab, cfg)` of a `t2i_pretrain` run folder, in eval mode on `device`."
+def load_pretrained(run:str|Path, device=None) -> PretrainedEncoders:
+    "`PretrainedEncoders(text_encoder, image_encoder, vocab, cfg)` of a `t2i_pretrain` run folder, in eval mode on `device`."
     run = Path(run)
     if not run.is_dir(): raise T2IError(f'no pre-training run folder at {run}: run t2i_pretrain --out {run} first')
     cfg, vocab = PretrainConfig.load(run/'config.json').resolved(), Vocab.load(run/'vocab.json')
     text = _load_state(run/'text_encoder.pth', build_text_encoder(cfg.text_encoder, len(vocab), **_text_kwargs(cfg)))
     img = _load_state(run/'image_encoder.pth', build_image_encoder(cfg.image_encoder, **_image_kwargs(cfg, weights=False)))
     dev = default_device(device)
-    return text.to(dev).eval(), img.to(dev).eval(), vocab, cfg
+    return PretrainedEncoders(text.to(dev).eval(), img.to(dev).eval(), vocab, cfg)
 
 # %% ../nbs/05_pretrain.ipynb #c4d5f423
+class PretrainResult(NamedTuple):
+    "What `pretrain` returns."
+    learn: Learner
+    vocab: Vocab
+    metrics: dict
+    out: Path|None
+
 def _history(learn:Learner) -> list[dict]:
     names = list(learn.recorder.metric_names[1:])
     if names and names[-1] == 'time': names = names[:-1]

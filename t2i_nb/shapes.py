@@ -14,7 +14,7 @@ from .core import T2IError, atomic_write
 
 # %% auto #0
 __all__ = ['SHAPES_VERSION', 'SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'BACKGROUNDS', 'RELATIONS', 'COLOUR_RGB', 'SHAPE_WORDS',
-           'COLOUR_WORDS', 'SIZE_WORDS', 'BACKGROUND_WORDS', 'RELATION_WORDS', 'TEMPLATES', 'MULTI_TEMPLATES',
+           'COLOUR_WORDS', 'SIZE_WORDS', 'RELATION_WORDS', 'BACKGROUND_WORDS', 'TEMPLATES', 'MULTI_TEMPLATES',
            'COCO_CATEGORY_IDS', 'class_names', 'class_index', 'shape_polygons', 'shape_mask', 'draw_background',
            'render_scene', 'render_shape', 'position_phrase', 'background_phrase', 'template_fields', 'fill_template',
            'make_captions', 'true_relations', 'fill_multi_template', 'make_captions_multi', 'parse_caption_scene',
@@ -23,17 +23,27 @@ __all__ = ['SHAPES_VERSION', 'SHAPES', 'COLOURS', 'SIZES', 'POSITIONS', 'BACKGRO
 
 # %% ../nbs/01_shapes.ipynb #96e746c9
 SHAPES_VERSION = '1.0'
+
+# %% ../nbs/01_shapes.ipynb #33f22983
 SHAPES = ['circle', 'square', 'triangle', 'star', 'hexagon', 'diamond', 'cross', 'heart', 'crescent', 'ring']
 COLOURS = ['red', 'orange', 'yellow', 'green', 'cyan', 'blue', 'purple', 'pink', 'brown', 'grey']
+
+# %% ../nbs/01_shapes.ipynb #4689c3dd
 SIZES = ['small', 'large']
 POSITIONS = ['top left', 'top', 'top right', 'left', 'center', 'right', 'bottom left', 'bottom', 'bottom right']
+
+# %% ../nbs/01_shapes.ipynb #823697df
 BACKGROUNDS = ['light', 'dark', 'stripes', 'dots', 'gradient', 'noise']
+
+# %% ../nbs/01_shapes.ipynb #dd92f7a1
 RELATIONS = ['left of', 'right of', 'above', 'below']
 
+# %% ../nbs/01_shapes.ipynb #c20ec733
 COLOUR_RGB = {'red': (220, 30, 35), 'orange': (245, 135, 20), 'yellow': (240, 215, 30), 'green': (40, 165, 55),
               'cyan': (30, 200, 215), 'blue': (35, 75, 225), 'purple': (135, 45, 190), 'pink': (245, 125, 185),
               'brown': (125, 75, 35), 'grey': (128, 128, 128)}
 
+# %% ../nbs/01_shapes.ipynb #c5adf9f2
 def class_names() -> list[str]:
     "The 100 (shape, colour) class names, shape-major: 'red circle', 'orange circle', ..., 'grey ring'."
     return [f'{c} {s}' for s in SHAPES for c in COLOURS]
@@ -179,21 +189,15 @@ COLOUR_WORDS = {'red': ['red', 'crimson', 'scarlet'], 'orange': ['orange', 'tang
                 'green': ['green', 'emerald'], 'cyan': ['cyan', 'turquoise', 'aqua'], 'blue': ['blue', 'royal blue'],
                 'purple': ['purple', 'violet'], 'pink': ['pink', 'hot pink'], 'brown': ['brown', 'chocolate'],
                 'grey': ['grey', 'gray']}
+
+# %% ../nbs/01_shapes.ipynb #83bb26bc
 SIZE_WORDS = {'small': ['small', 'little', 'tiny'], 'large': ['large', 'big', 'huge']}
-_CORNER = {'top left': ['top left', 'upper left', 'top-left'], 'top right': ['top right', 'upper right', 'top-right'],
-           'bottom left': ['bottom left', 'lower left', 'bottom-left'],
-           'bottom right': ['bottom right', 'lower right', 'bottom-right']}
-_EDGE = {'top': ['at the top', 'near the top edge', 'in the upper part', 'at the top of the image'],
-         'bottom': ['at the bottom', 'near the bottom edge', 'in the lower part', 'at the bottom of the image'],
-         'left': ['on the left', 'on the left side', 'near the left edge', 'in the left part'],
-         'right': ['on the right', 'on the right side', 'near the right edge', 'in the right part'],
-         'center': ['in the center', 'in the middle', 'in the centre', 'at the center of the image']}
-BACKGROUND_WORDS = {'light': ['light', 'pale', 'plain white'], 'dark': ['dark', 'black', 'plain dark'],
-                    'stripes': ['striped', 'stripy'], 'dots': ['dotted', 'polka-dot', 'spotted'],
-                    'gradient': ['gradient', 'shaded', 'fading'], 'noise': ['noisy', 'grainy', 'mottled']}
+
+# %% ../nbs/01_shapes.ipynb #83dc6f51
 RELATION_WORDS = {'left of': ['to the left of'], 'right of': ['to the right of'], 'above': ['above'],
                   'below': ['below', 'beneath', 'under']}
 
+# %% ../nbs/01_shapes.ipynb #7eff0dcc
 def _py_rng(rng) -> random.Random:
     "Captions draw many single words: Python's `random.Random` (seeded from a numpy Generator or an int) is ~20x faster per draw."
     if isinstance(rng, random.Random): return rng
@@ -205,6 +209,16 @@ def _pick(r:random.Random, words:Sequence[str], p_first:float=0.6) -> str:
     if len(words) == 1 or r.random() < p_first: return words[0]
     return words[1 + r.randrange(len(words) - 1)]
 
+# %% ../nbs/01_shapes.ipynb #2458b0bc
+_CORNER = {'top left': ['top left', 'upper left', 'top-left'], 'top right': ['top right', 'upper right', 'top-right'],
+           'bottom left': ['bottom left', 'lower left', 'bottom-left'],
+           'bottom right': ['bottom right', 'lower right', 'bottom-right']}
+_EDGE = {'top': ['at the top', 'near the top edge', 'in the upper part', 'at the top of the image'],
+         'bottom': ['at the bottom', 'near the bottom edge', 'in the lower part', 'at the bottom of the image'],
+         'left': ['on the left', 'on the left side', 'near the left edge', 'in the left part'],
+         'right': ['on the right', 'on the right side', 'near the right edge', 'in the right part'],
+         'center': ['in the center', 'in the middle', 'in the centre', 'at the center of the image']}
+
 def position_phrase(position:str, rng=None) -> str:
     "A prepositional phrase for `position`, e.g. 'in the upper left corner', 'near the right edge'."
     r = _py_rng(rng)
@@ -212,6 +226,11 @@ def position_phrase(position:str, rng=None) -> str:
         w = _pick(r, _CORNER[position])
         return [f'in the {w} corner', f'at the {w}', f'in the {w} of the image'][r.randrange(3)]
     return _pick(r, _EDGE[position], 0.4)
+
+# %% ../nbs/01_shapes.ipynb #b691d07c
+BACKGROUND_WORDS = {'light': ['light', 'pale', 'plain white'], 'dark': ['dark', 'black', 'plain dark'],
+                    'stripes': ['striped', 'stripy'], 'dots': ['dotted', 'polka-dot', 'spotted'],
+                    'gradient': ['gradient', 'shaded', 'fading'], 'noise': ['noisy', 'grainy', 'mottled']}
 
 def background_phrase(background:str, rng=None) -> str:
     "A phrase for `background`, e.g. 'on a striped background', 'against a dark backdrop'."
@@ -251,6 +270,7 @@ def template_fields(template:str) -> tuple[str, ...]:
     "The placeholders of a template, e.g. ('size', 'colour', 'shape', 'pos')."
     return tuple(f for _, f, _, _ in string.Formatter().parse(template) if f)
 
+# %% ../nbs/01_shapes.ipynb #44a1b5af
 def _a_an(s:str) -> str: return re.sub(r'\ba (?=[aeiou])', 'an ', s)
 
 def fill_template(template:str, attrs:dict, rng=None) -> str:
@@ -261,6 +281,7 @@ def fill_template(template:str, attrs:dict, rng=None) -> str:
             'bg': lambda: background_phrase(attrs['background'], r)}
     return _a_an(template.format(**{f: make[f]() for f in template_fields(template)}))
 
+# %% ../nbs/01_shapes.ipynb #21e19a73
 def _choose_templates(n_templates:int, n:int, r:random.Random) -> list[int]:
     "n template indices: distinct while possible, then cycling through fresh permutations."
     ids = []
@@ -289,11 +310,13 @@ MULTI_TEMPLATES = [   # (template, object counts it describes)
     ('a {np1} {pos1} and a {np2} {pos2}, plus one more shape.', (3,)),
     ('a {np1} {rel12} a {np2}, which is {rel23} a {np3}.', (3,))]
 
+# %% ../nbs/01_shapes.ipynb #088b4101
 def true_relations(a:dict, b:dict) -> list[str]:
     "The relations from `RELATIONS` that hold from object `a` to object `b` (3x3 grid positions)."
     (ra, ca), (rb, cb) = divmod(POSITIONS.index(a['position']), 3), divmod(POSITIONS.index(b['position']), 3)
     return [r for r, ok in zip(RELATIONS, [ca < cb, ca > cb, ra < rb, ra > rb]) if ok]
 
+# %% ../nbs/01_shapes.ipynb #fc2477b5
 def _noun_phrase(obj:dict, r:random.Random) -> str:
     size = _pick(r, SIZE_WORDS[obj['size']]) + ' ' if r.random() < 0.5 else ''
     return f"{size}{_pick(r, COLOUR_WORDS[obj['colour']])} {_pick(r, SHAPE_WORDS[obj['shape']])}"
@@ -310,6 +333,7 @@ def fill_multi_template(template:str, objects:Sequence[dict], background:str, rn
             vals[f] = _pick(r, RELATION_WORDS[r.choice(rels)])
     return _a_an(template.format(**vals))
 
+# %% ../nbs/01_shapes.ipynb #92c019fb
 def make_captions_multi(objects:Sequence[dict], background:str, n:int=5, rng=None, return_ids:bool=False):
     "`n` captions of a scene of 1-3 `objects` (each in its own grid cell); each caption mentions them in a random order."
     r = _py_rng(rng)
@@ -361,15 +385,16 @@ def parse_caption_attributes(caption:str) -> dict:
     return dict(objs[0]) if objs else {'shape': None, 'colour': None, 'size': None, 'position': None}
 
 # %% ../nbs/01_shapes.ipynb #7aaf8980
-_GENERATED = ['CUB_200_2011', 'text_c10', 'annotations', 'train2014', 'val2014', 'attributes.jsonl', 'shapes_meta.json']
 COCO_CATEGORY_IDS = {s: k + 1 + k // 3 for k, s in enumerate(SHAPES)}   # non-contiguous, like COCO's 1..90
 _ROUND = {'circle', 'heart', 'crescent', 'ring'}
 
+# %% ../nbs/01_shapes.ipynb #17f91700
 def heldout_compositions(seed:int=0) -> list[tuple[str, str]]:
     "The (shape, colour) pairs that `split='composition'` keeps out of training: one per shape, each colour once."
     perm = np.random.default_rng([seed, 1]).permutation(len(COLOURS))
     return [(s, COLOURS[perm[i % len(COLOURS)]]) for i, s in enumerate(SHAPES)]
 
+# %% ../nbs/01_shapes.ipynb #690b5c3b
 def read_shapes_meta(root:str|Path) -> dict|None:
     "The `shapes_meta.json` of a generated set, or None if `root` holds no (complete) shapes set."
     p = Path(root) / 'shapes_meta.json'
@@ -384,6 +409,8 @@ def read_attributes(root:str|Path) -> list[dict]:
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
 
 # %% ../nbs/01_shapes.ipynb #18ef8839
+_GENERATED = ['CUB_200_2011', 'text_c10', 'annotations', 'train2014', 'val2014', 'attributes.jsonl', 'shapes_meta.json']
+
 def _meta(kind:str, params:dict) -> dict:
     vocab = {'shapes': SHAPES, 'colours': COLOURS, 'sizes': SIZES, 'positions': POSITIONS, 'backgrounds': BACKGROUNDS,
              'relations': RELATIONS, 'colour_rgb': {k: list(v) for k, v in COLOUR_RGB.items()}}

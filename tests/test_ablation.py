@@ -74,7 +74,7 @@ def test_verdicts_held_reversed_noise_one_seed():
 
 def test_rows_have_an_equal_budget_and_shared_encoders():
     cfgs = {r: row_config(FULL, r, 'shapes', 2) for r in ROWS}
-    for k in ('steps', 'bs', 'lr_g', 'lr_d', 'betas', 'n_critic', 'ema_decay', 'precision', 'pretrain_epochs', 'seed'):
+    for k in ('steps', 'bs', 'lr_g', 'lr_d', 'n_critic', 'ema_decay', 'precision', 'pretrain_epochs', 'seed'):
         assert len({str(getattr(c, k)) for c in cfgs.values()}) == 1, k
     assert len({json.dumps(c.net.gan.to_dict(), sort_keys=True) for c in cfgs.values()}) == 1
     for r, c in cfgs.items():

@@ -16,8 +16,8 @@ def make_batch():
 def make_gan(model, scl='none'):
     set_seed(0)
     cfg = T2IConfig(model=model, scl=scl, gan=GANConfig(img_size=S, nf=8),
-                    text=TextEmbedConfig(ntoken=V, ninput=32, nhidden=32, drop_prob=0.), n_classes=4)
-    return T2IGAN(cfg, RNNEncoder(V, ninput=32, nhidden=256, drop_prob=0.), CNNEncoder(nef=256, img_size=S, nf=8))
+                    text=TextEmbedConfig(ntoken=V, ninput=32, nhidden=32, drop_prob=0.))
+    return T2IGAN(cfg, RNNEncoder(V, ninput=32, nhidden=256, drop_prob=0.), CNNEncoder(nef=256, img_size=S, nf=8), n_classes=4)
 
 def frozen_state(m): return {k: v.clone() for k, v in [*m.damsm_text.state_dict().items(), *m.damsm_image.state_dict().items()]}
 
@@ -64,5 +64,5 @@ def test_config_roundtrip_and_checkpoint_shape():
     m = make_gan('dte-shared', 'ce')
     cfg2 = T2IConfig.from_json(m.cfg.to_json())
     assert cfg2 == m.cfg
-    m2 = T2IGAN(cfg2, RNNEncoder(V, ninput=32, nhidden=256), CNNEncoder(nef=256, img_size=S, nf=8))
+    m2 = T2IGAN(cfg2, RNNEncoder(V, ninput=32, nhidden=256), CNNEncoder(nef=256, img_size=S, nf=8), n_classes=4)  # the data's class count
     m2.load_state_dict(m.state_dict(), strict=True)

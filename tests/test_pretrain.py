@@ -143,7 +143,10 @@ def test_pretrain_run_folder_roundtrip(tmp_path):
     for f in ('text_encoder.pth', 'image_encoder.pth'):                      # plain state dicts
         sd = torch.load(tmp_path/'run'/f, weights_only=True)
         assert all(isinstance(v, torch.Tensor) for v in sd.values())
-    text, img, vocab, cfg = load_pretrained(tmp_path/'run')
+    enc = load_pretrained(tmp_path/'run')
+    assert enc._fields == ('text_encoder', 'image_encoder', 'vocab', 'cfg')   # a NamedTuple: unpacks as before
+    text, img, vocab, cfg = enc
+    assert cfg is enc.cfg and text is enc.text_encoder
     assert cfg.scl == 'ce' and not text.training
     te = load_dataset('shapes', root, 'test')
     a = encode_dataset(text, img, te, vocab, size=32)

@@ -1,4 +1,4 @@
-"Training engine (t2i_nb.train): exact resume through `train`, NaN faults, configuration mismatches, precisions, run folders."
+"Training engine and job (t2i_nb.engine, t2i_nb.train): exact resume through `train`, NaN faults, configuration mismatches, precisions, run folders."
 import json, math
 from pathlib import Path
 import pytest
@@ -8,8 +8,8 @@ from t2i_nb.shapes import make_shapes
 from t2i_nb.models import GANConfig
 from t2i_nb.encoders import TextEmbedConfig
 from t2i_nb.gan import T2IGAN, T2IConfig
-from t2i_nb.train import (TrainConfig, resolve_precision, train, load_run, load_checkpoint, t2i_train, NonFiniteLoss, gan_learner, fit_steps,
-                          CKPT_NAME)
+from t2i_nb.engine import resolve_precision, load_checkpoint, NonFiniteLoss, gan_learner, fit_steps, CKPT_NAME
+from t2i_nb.train import TrainConfig, train, load_run, t2i_train
 
 torch.set_num_threads(1)
 
@@ -137,3 +137,23 @@ def test_resume_of_a_checkpoint_older_than_new_fields(shapes_root, tmp_path):
     torch.save(ck, run/CKPT_NAME)
     learn = train(tiny_cfg(shapes_root, steps=3), run, resume=True, progress=False, log=quiet)
     assert learn.gan_trainer.step == 3
+
+
+OLD_NET = dict(n_classes=100, trunk_grad='both', align_gamma=10., scl_temperature=0.07, lambda_kl=1., gp_k=2., gp_p=6.,
+               mismatch='roll', lambda_ms=0.)   # what a run folder written before these settings were retired holds in `net`
+
+
+def test_run_folder_with_retired_settings(shapes_root, tmp_path):
+    "An old run folder (retired keys at their old values, derived keys) still loads and resumes; a retired key at another value is a one-line error."
+    run = tmp_path/'old'
+    train(tiny_cfg(shapes_root, steps=2), run, progress=False, log=quiet)
+    cfg, ck = json.loads((run/'config.json').read_text()), load_checkpoint(run)
+    for c in (cfg, ck['config']):
+        c['net'].update(OLD_NET); c['betas'] = [0., 0.9]
+    (run/'config.json').write_text(json.dumps(cfg)); torch.save(ck, run/CKPT_NAME)
+    assert load_run(run).cfg.net.gp_every == 1
+    learn = train(TrainConfig.load(run/'config.json').replace(steps=3), run, resume=True, progress=False, log=quiet)
+    assert learn.gan_trainer.step == 3
+    cfg['net']['lambda_ms'] = 0.5
+    (run/'config.json').write_text(json.dumps(cfg))
+    with pytest.raises(T2IError, match=r"net\.lambda_ms=0\.5 is a retired setting \(it is always 0\.0 now\)"): load_run(run)

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 from t2i_nb.shapes import make_shapes
-from t2i_nb.train import load_checkpoint, t2i_train
+from t2i_nb.engine import load_checkpoint
+from t2i_nb.train import t2i_train
 
 TINY = dict(bs=8, img_size=32, nf=8, model='dte', scl='none', text_init='scratch', quiet=True)  # no encoders to pre-train
 

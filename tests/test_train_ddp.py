@@ -29,7 +29,7 @@ def _worker(rank, world, port, root, out):
     from t2i_nb.models import GANConfig
     from t2i_nb.encoders import TextEmbedConfig
     from t2i_nb.gan import T2IGAN, T2IConfig
-    from t2i_nb.train import init_distributed, broadcast_state, gan_learner, fit_steps, load_checkpoint
+    from t2i_nb.engine import init_distributed, broadcast_state, gan_learner, fit_steps, load_checkpoint
     dev = init_distributed('cpu')
     tr, te = load_shapes(root, 'train'), load_shapes(root, 'test')
     vocab = Vocab.build(tr.captions)
@@ -59,6 +59,6 @@ def test_two_processes_stay_identical(tmp_path):
     assert r0['loss'] == r1['loss']                                     # logged losses: the mean over the processes
     assert len(r0['seen']) == len(r1['seen']) == 3
     assert all(set(a).isdisjoint(b) for a, b in zip(r0['seen'], r1['seen']))   # each process its own batches
-    from t2i_nb.train import load_checkpoint
+    from t2i_nb.engine import load_checkpoint
     ck = load_checkpoint(out)                                           # written by process 0 only, with both RNG states
     assert ck['step'] == 3 and len(ck['rng']) == 2

@@ -6,7 +6,8 @@ import torch
 from t2i_nb.shapes import make_shapes
 from t2i_nb.models import GANConfig
 from t2i_nb.gan import T2IConfig
-from t2i_nb.train import train, load_run, load_checkpoint
+from t2i_nb.engine import load_checkpoint
+from t2i_nb.train import train, load_run
 from test_train import tiny_cfg, quiet, history
 
 torch.set_num_threads(1)

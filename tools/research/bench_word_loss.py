@@ -1,10 +1,11 @@
 """Forward + backward time of the DAMSM word scores, building the context vectors c_t or using the regions' Gram matrix
 (`word_region_scores(..., gram=False|True)`), at the cpu-quick preset's shapes and at the papers' (Inception regions).
 
-    python tools/bench_word_loss.py [--reps 5]
+    python tools/research/bench_word_loss.py [--reps 5]
 
 Both ways run in the same process, alternating, and the best of `reps` is kept; the ratio is what to compare across
-machines. The "Two ways to the cosine" paragraph of nbs/04_losses.ipynb quotes it.
+machines. The "Two ways to the cosine" paragraph of nbs/04_losses.ipynb quotes it, and "The image encoder is the next
+teacher" of nbs/tutorials/04_tuning.ipynb ("How the cpu-quick preset was tuned") tells why it was written.
 """
 import argparse, json, time
 import torch

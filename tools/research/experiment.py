@@ -1,25 +1,19 @@
 """One tuning experiment: the cpu-quick preset with dotted-path overrides, trained and judged by `t2i_eval`'s oracle.
 
-    OMP_NUM_THREADS=1 python tools/experiment.py NAME '{"steps": 1200, "net.gan.nf": 16, "lr_g": 4e-4}' [--n_samples 300]
+    OMP_NUM_THREADS=1 python tools/research/experiment.py NAME '{"steps": 1200, "net.gan.nf": 16, "lr_g": 4e-4}' [--n_samples 300]
 
-Trains into runs/experiments/NAME, evaluates `--n_samples` generated images, prints one JSON line with the oracle's
-accuracy per attribute, R-precision and the evaluator FID, and appends it to runs/experiments/results.jsonl. The
-"Tuning cpu-quick" table of nbs/08_train.ipynb was made with it (two experiments at a time, one thread each).
+Starts from the *current* cpu-quick preset and applies the overrides with `t2i_nb.train.apply_overrides` (dotted paths
+as in `t2i_train`; changing `net.gan.nf` alone keeps the preset's D/G width ratio, so give `net.gan.nf_d` to set D's
+width). Trains into runs/experiments/NAME, evaluates `--n_samples` generated images, prints one JSON line with the
+oracle's accuracy per attribute, R-precision and the evaluator FID, and appends it to runs/experiments/results.jsonl.
+The experiment tables of nbs/tutorials/04_tuning.ipynb ("How the cpu-quick preset was tuned") were made with it (two
+experiments at a time, one thread each).
 """
 import argparse, json, time
 from pathlib import Path
-from t2i_nb.train import get_preset, train, TrainConfig
+from t2i_nb.core import T2IError
+from t2i_nb.train import get_preset, apply_overrides, train
 from t2i_nb.metrics import evaluate_run
-
-def with_overrides(cfg:TrainConfig, ov:dict) -> TrainConfig:
-    "`cfg` with `ov`'s dotted paths (`net.gan.nf`, `lr_g`, ...) set; an unknown key is an error."
-    d = cfg.to_dict()
-    for k, v in ov.items():
-        t, ks = d, k.split('.')
-        for kk in ks[:-1]: t = t[kk]
-        if ks[-1] not in t: raise SystemExit(f'error: unknown configuration key {k!r}')
-        t[ks[-1]] = v
-    return TrainConfig.from_dict(d)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,7 +21,9 @@ def main():
     p.add_argument('--n_samples', type=int, default=300); p.add_argument('--out', default='runs/experiments')
     a = p.parse_args()
     ov = json.loads(a.overrides)
-    cfg, run = with_overrides(get_preset('cpu-quick'), ov), Path(a.out)/a.name
+    try: cfg = apply_overrides(get_preset('cpu-quick'), ov)
+    except (T2IError, TypeError) as e: raise SystemExit(f'error: bad override in {a.overrides}: {e}')
+    run = Path(a.out)/a.name
     t0 = time.time()
     train(cfg, run, log=lambda *x: None)
     r = evaluate_run(run, n_samples=a.n_samples, log=None)

@@ -2,10 +2,11 @@
 and the colour of held-out real images from the discriminator's pooled features, and of their captions from the
 generator's and the discriminator's sentence embeddings (S_G, S_D)?
 
-    OMP_NUM_THREADS=1 python tools/probe_run.py RUN_DIR [--root data/shapes]
+    OMP_NUM_THREADS=1 python tools/research/probe_run.py RUN_DIR [--root data/shapes]
 
 Prints one JSON line of held-out accuracies (chance 10 %). If S_G cannot tell shapes apart, neither can the generator:
-the "Tuning cpu-quick" section of nbs/08_train.ipynb used this to find where the shape information was lost.
+the section "Where the shape information was lost" of nbs/tutorials/04_tuning.ipynb ("How the cpu-quick preset was
+tuned") used this to find it.
 """
 import argparse, json
 import torch
@@ -28,7 +29,8 @@ def main():
     p.add_argument('run'); p.add_argument('--root', default='data/shapes')
     a = p.parse_args()
     torch.manual_seed(0)
-    system, _, cfg, vocab = load_run(a.run, 'cpu')
+    run = load_run(a.run, 'cpu')
+    system, cfg, vocab = run.system, run.cfg, run.vocab
     tr, te = (run_features(system, vocab, cfg, a.root, s) for s in ('train', 'test'))
     feats = lambda f: dict(zip(('D', 's_g', 's_d'), f[:3]))
     print(json.dumps({'run': a.run, **attribute_probes(feats(tr), feats(te), tr[3], te[3])}))

@@ -1,16 +1,17 @@
 """Linear probes of pre-trained encoders on the built-in shapes set: can a linear layer read the shape and the colour
 from the global image features, and from the sentence features, of held-out real images?
 
-    OMP_NUM_THREADS=1 python tools/probe_encoders.py 40 [--root data/shapes] [--out encoders40] [--lr 1e-3]
+    OMP_NUM_THREADS=1 python tools/research/probe_encoders.py 40 [--root data/shapes] [--out encoders40] [--lr 1e-3]
 
 Pre-trains the encoders `t2i_train`'s cpu-quick preset would (with EPOCHS epochs) unless OUT already holds them, fits
 one softmax layer per attribute on the training split's features and prints one JSON line with the held-out accuracy
-(chance 10 %). The "What does move shape" measurements of nbs/08_train.ipynb were made with it.
+(chance 10 %). The image-encoder probes of nbs/tutorials/04_tuning.ipynb ("How the cpu-quick preset was tuned": "A
+shape-aware judge and a wider discriminator", "The image encoder is the next teacher") were made with it.
 """
 import argparse, json
 from pathlib import Path
 import torch, torch.nn.functional as F
-from t2i_nb.train import get_preset, encoder_config
+from t2i_nb.train import get_preset, apply_overrides, encoder_config
 from t2i_nb.pretrain import pretrain, load_pretrained, encode_dataset
 from t2i_nb.data import dataset_root, load_dataset
 from t2i_nb.shapes import COLOURS
@@ -37,7 +38,7 @@ def main():
     p.add_argument('--lr', type=float, default=None, help="pre-training learning rate (default: the cpu-quick preset's)")
     a = p.parse_args()
     torch.manual_seed(0)
-    cfg = get_preset('cpu-quick').replace(pretrain_epochs=a.epochs, **({'pretrain_lr': a.lr} if a.lr else {}))
+    cfg = apply_overrides(get_preset('cpu-quick'), {'pretrain_epochs': a.epochs, **({'pretrain_lr': a.lr} if a.lr else {})})
     root = dataset_root('shapes', a.root, n=cfg.n_images, size=64, seed=0)
     out = Path(a.out or f'encoders{a.epochs}')
     pcfg = encoder_config(cfg, root, device='cpu')
