@@ -23,7 +23,7 @@ __all__ = ['MODELS', 'TEXT_INIT', 'ALIGN_GAMMA', 'SCL_TEMPERATURE', 'LAMBDA_KL',
 MODELS = ('dfgan', 'ssa', 'dte', 'dte-shared')
 TEXT_INIT = ('scratch', 'damsm')
 
-# %% ../nbs/07_gan.ipynb #ff7ed3e9
+# %% ../nbs/07_gan.ipynb #db8947e2
 @dataclass
 class T2IConfig(Config):
     "Everything that defines a T2I GAN of the comparison (saved as `config.json` with every checkpoint)."
@@ -123,7 +123,7 @@ def d_parameters(self:T2IGAN) -> list:
     if self.text is not None: ps += self.text.params_d() + self.text.params_shared()
     return _unique(ps)
 
-# %% ../nbs/07_gan.ipynb #89d312ea
+# %% ../nbs/07_gan.ipynb #2d25d31f
 @patch
 def g_parameters(self:T2IGAN) -> list:
     "What the generator's optimizer updates: G, `S_G` and the shared text encoder."
@@ -131,7 +131,7 @@ def g_parameters(self:T2IGAN) -> list:
     if self.text is not None: ps += self.text.params_g() + self.text.params_shared()
     return _unique(ps)
 
-# %% ../nbs/07_gan.ipynb #33454706
+# %% ../nbs/07_gan.ipynb #3daadbfa
 @patch
 def embed(self:T2IGAN, tokens:Tensor, lengths:Tensor) -> TextEmbeds:
     "Sentence embeddings for G and D (`TextEmbeds`); for dfgan/ssa both are the frozen encoder's sentence feature."
@@ -140,14 +140,14 @@ def embed(self:T2IGAN, tokens:Tensor, lengths:Tensor) -> TextEmbeds:
     mask = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths.to(tokens.device)[:, None]
     return TextEmbeds(sent, sent, words, words, mask, sent.new_zeros(()))
 
-# %% ../nbs/07_gan.ipynb #96dd4a22
+# %% ../nbs/07_gan.ipynb #b137ab6c
 @patch
 def sample_z(self:T2IGAN, n:int, generator:torch.Generator|None=None) -> Tensor:
     "`n` noise vectors on the model's device."
     dev = next(self.netG.parameters()).device
     return torch.randn(n, self.cfg.gan.z_dim, generator=generator, device='cpu' if generator is not None else dev).to(dev)
 
-# %% ../nbs/07_gan.ipynb #2cdac6d9
+# %% ../nbs/07_gan.ipynb #cc129a32
 @patch
 def generate(self:T2IGAN, tokens:Tensor, lengths:Tensor, z:Tensor|None=None, netG:nn.Module|None=None) -> Tensor:
     "Images in [-1, 1] for the captions (`netG`: e.g. the EMA copy; default `self.netG`)."
@@ -190,7 +190,7 @@ def d_loss(self:T2IGAN, batch, grad_scale:float|None=None, step:int|None=None):
         loss = loss + ce; logs['d_ce'] = ce.detach()
     return loss, logs
 
-# %% ../nbs/07_gan.ipynb #5211027b
+# %% ../nbs/07_gan.ipynb #9002e49d
 SCL_TEMPERATURE = 0.07   # SupCon / UniCL temperature (the SCL paper's), a paper constant
 
 @patch
@@ -203,7 +203,7 @@ def scl_loss(self:T2IGAN, fake:Tensor, tokens:Tensor, lengths:Tensor, labels:Ten
     return contrastive_loss(self.cfg.scl, txt[:n], img[:n], txt[n:], img[n:], labels, head=self.label_head,
                             temperature=SCL_TEMPERATURE)
 
-# %% ../nbs/07_gan.ipynb #cb6e9633
+# %% ../nbs/07_gan.ipynb #a6adfbeb
 LAMBDA_KL = 1.   # weight of conditioning augmentation's KL term (AttnGAN's), a paper constant
 
 @patch

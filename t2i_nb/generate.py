@@ -136,7 +136,7 @@ class Generated:
         return (f'Generated({len(self)} images of {self.images.shape[-1]}px: {k} caption(s) x {self.n}, seed {self.seed}, '
                 f'truncation {self.truncation}{", unknown words: " + str(self.unknown) if self.unknown else ""})')
 
-# %% ../nbs/11_generate.ipynb #a9a3c1ff
+# %% ../nbs/11_generate.ipynb #8305454c
 def check_captions(captions:str|Sequence[str]) -> list[str]:
     "Captions as a list; a missing or empty caption is a one-line error."
     caps = [captions] if isinstance(captions, str) else list(captions or [])
@@ -149,6 +149,7 @@ def unknown_words(vocab:Vocab, captions:Sequence[str]) -> dict[str, list[str]]:
     "Caption -> the words of it that `vocab` does not know (captions without any are left out)."
     return {c: u for c in captions if (u := vocab.unknown_words(c))}
 
+# %% ../nbs/11_generate.ipynb #4ee4fb8d
 def encode_captions(vocab:Vocab, captions:Sequence[str]) -> tuple[Tensor, Tensor]:
     "`(tokens, lengths)` of `captions`; a caption none of whose words the vocabulary knows is a one-line error."
     for c in captions:
@@ -157,6 +158,7 @@ def encode_captions(vocab:Vocab, captions:Sequence[str]) -> tuple[Tensor, Tensor
             raise T2IError(f'caption {c!r} has no word in the vocabulary of {len(vocab)} words: write a caption with known words')
     return vocab.encode_batch(captions)
 
+# %% ../nbs/11_generate.ipynb #9bc8cb50
 @torch.no_grad()
 def embed_captions(run, captions:str|Sequence[str], batch_size:int=64, device:str|None=None) -> Tensor:
     "The generator's sentence embeddings `S_G` of `captions`, `[B, cond_dim]` on the run's device."
@@ -192,7 +194,7 @@ def generate(run, captions:str|Sequence[str], n:int=1, seed:int=0, truncation:fl
     imgs = render(lr, s_g.repeat_interleave(n, 0), z.repeat(len(caps), 1), batch_size)
     return Generated(imgs, [c for c in caps for _ in range(n)], n, seed, truncation, unknown)
 
-# %% ../nbs/11_generate.ipynb #aa1975b7
+# %% ../nbs/11_generate.ipynb #14472812
 def slerp(z0:Tensor, z1:Tensor, t:Tensor) -> Tensor:
     "Spherical interpolation between rows `z0` and `z1` (`[D]` each) at weights `t` (`[K]`): `[K, D]`."
     cos = (z0 @ z1 / (z0.norm() * z1.norm())).clamp(-1, 1)
@@ -200,6 +202,7 @@ def slerp(z0:Tensor, z1:Tensor, t:Tensor) -> Tensor:
     if omega.abs() < 1e-6: return torch.lerp(z0[None], z1[None], t[:, None])     # (nearly) parallel: a straight line
     return (torch.sin((1 - t) * omega)[:, None] * z0 + torch.sin(t * omega)[:, None] * z1) / torch.sin(omega)
 
+# %% ../nbs/11_generate.ipynb #b32845cf
 def _weights(steps:int) -> Tensor:
     if steps < 2: raise T2IError(f'steps must be at least 2 (the two ends), got {steps}')
     return torch.linspace(0, 1, steps)
@@ -225,7 +228,7 @@ def interpolate_noise(run, caption:str, steps:int=8, seed:int=0, truncation:floa
     return Generated(render(lr, s, slerp(z0, z1, t)), [caption] * steps, steps, seed, truncation,
                      unknown_words(lr.vocab, [caption]), labels, {'t': t.tolist()})
 
-# %% ../nbs/11_generate.ipynb #07f75aa0
+# %% ../nbs/11_generate.ipynb #bac1e3b4
 def replace_word(caption:str, old_word:str, new_word:str) -> str:
     "`caption` with every whole-word occurrence of `old_word` replaced by `new_word` (case-insensitive)."
     if not old_word.strip() or not new_word.strip(): raise T2IError('give the word to replace and its replacement, e.g. red blue')
@@ -233,6 +236,7 @@ def replace_word(caption:str, old_word:str, new_word:str) -> str:
     if not rx.search(caption): raise T2IError(f'{old_word!r} is not a word of the caption {caption!r}')
     return rx.sub(new_word.strip(), caption)
 
+# %% ../nbs/11_generate.ipynb #f613aad4
 @dataclass
 class Edit:
     "Before/after images of a word edit, drawn with the same noise: `.before`, `.after` (`Generated`), `.pairs`, `.grid()`."
@@ -265,7 +269,7 @@ def edit_caption(run, caption:str, old_word:str, new_word:str, n:int=8, seed:int
     part = lambda a, b: Generated(g.images[a:b], g.captions[a:b], n, seed, truncation, g.unknown)
     return Edit(caption, edited, part(0, n), part(n, 2 * n))
 
-# %% ../nbs/11_generate.ipynb #84374f8a
+# %% ../nbs/11_generate.ipynb #f281eaea
 EDIT_ATTRS = ('colour', 'shape', 'size', 'position')
 _CORNERS = ['top left', 'top right', 'bottom left', 'bottom right']
 _CHOICES = {'colour': COLOURS, 'shape': SHAPES, 'size': SIZES, 'position': _CORNERS}
@@ -283,6 +287,7 @@ def default_edits(per_attr:int=8, attrs:Sequence[str]=EDIT_ATTRS, seed:int=0) ->
             out.append((cap, a[attr], pick(_CHOICES[attr], but=a[attr])))
     return out
 
+# %% ../nbs/11_generate.ipynb #2ef613da
 def edit_target(caption:str, edited:str) -> tuple[str, str, str]:
     "`(attribute, old value, new value)` of an edit: it must change exactly one attribute the oracle reads."
     a, b = parse_caption_attributes(caption), parse_caption_attributes(edited)
@@ -342,7 +347,7 @@ def edit_success(run, edits:Sequence[tuple[str, str, str]]|None=None, n:int=8, s
                   'refused': refused, 'skipped_edits': len(edits) - len(keep), 'evaluator_accuracy': acc,
                   'unknown_words': sorted({w for ws in g.unknown.values() for w in ws})}
 
-# %% ../nbs/11_generate.ipynb #b4d22ffc
+# %% ../nbs/11_generate.ipynb #dd5c8dbd
 @dataclass
 class DemoState:
     "What the demo shows: a caption (optionally interpolated towards `caption_b` by `alpha`), seed, truncation, `n` images."
@@ -353,6 +358,7 @@ class DemoState:
     truncation: float = 1.0          # 0 = off
     n: int = 4
 
+# %% ../nbs/11_generate.ipynb #5e1a113d
 def _state(state) -> DemoState: return state if isinstance(state, DemoState) else DemoState(**dict(state))
 
 def demo_render(run, state:DemoState|dict) -> Image.Image:
