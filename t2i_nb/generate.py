@@ -61,21 +61,21 @@ def _load_dir(run_dir:Path, device) -> LoadedRun:
 
 def load_generator(run, device:str|None=None, vocab:Vocab|None=None) -> LoadedRun:
     "A `LoadedRun` from a run folder, `load_run`'s tuple, a training `Learner`, or a system with `vocab` (in-memory models are moved to `device` if given)."
-    if isinstance(run, LoadedRun): lr = run
+    if isinstance(run, LoadedRun): loaded = run
     elif isinstance(run, (str, Path)): return _load_dir(check_run_dir(run), device)
-    elif isinstance(run, tuple) and len(run) == 4: lr = LoadedRun(run[0], run[1], vocab or run[3], run[2])
+    elif isinstance(run, tuple) and len(run) == 4: loaded = LoadedRun(run[0], run[1], vocab or run[3], run[2])
     elif hasattr(run, 'model') and hasattr(run, 'dls'):       # a fastai Learner from t2i_nb.train
         ema = getattr(run, 'ema', None)
         voc = vocab or getattr(getattr(run.dls.train, 'dataset', None), 'vocab', None)
         if voc is None: raise T2IError("this Learner's data has no vocabulary: pass vocab=")
-        lr = LoadedRun(run.model, ema.generator if ema is not None else run.model.netG, voc)
+        loaded = LoadedRun(run.model, ema.generator if ema is not None else run.model.netG, voc)
     elif isinstance(run, nn.Module) and hasattr(run, 'embed') and hasattr(run, 'netG'):
         if vocab is None: raise T2IError('a bare system has no vocabulary: pass vocab= (the Vocab it was trained with)')
-        lr = LoadedRun(run, run.netG, vocab)
+        loaded = LoadedRun(run, run.netG, vocab)
     else: raise T2IError(f'cannot generate from a {type(run).__name__}: give a run folder, a Learner, or a system with vocab=')
-    if device is not None and lr.device != default_device(device):
-        lr.system.to(default_device(device)); lr.netG.to(default_device(device))
-    return lr
+    if device is not None and loaded.device != default_device(device):
+        loaded.system.to(default_device(device)); loaded.netG.to(default_device(device))
+    return loaded
 
 @contextmanager
 def eval_mode(*modules:nn.Module):
@@ -162,22 +162,22 @@ def encode_captions(vocab:Vocab, captions:Sequence[str]) -> tuple[Tensor, Tensor
 @torch.no_grad()
 def embed_captions(run, captions:str|Sequence[str], batch_size:int=64, device:str|None=None) -> Tensor:
     "The generator's sentence embeddings `S_G` of `captions`, `[B, cond_dim]` on the run's device."
-    lr, caps = load_generator(run, device), check_captions(captions)
-    toks, lens = encode_captions(lr.vocab, caps)
-    with eval_mode(lr.system):
-        return torch.cat([lr.system.embed(toks[i:i + batch_size].to(lr.device), lens[i:i + batch_size].to(lr.device)).s_g
+    loaded, caps = load_generator(run, device), check_captions(captions)
+    toks, lens = encode_captions(loaded.vocab, caps)
+    with eval_mode(loaded.system):
+        return torch.cat([loaded.system.embed(toks[i:i + batch_size].to(loaded.device), lens[i:i + batch_size].to(loaded.device)).s_g
                           for i in range(0, len(caps), batch_size)])
 
 @torch.no_grad()
 def render(run, s_g:Tensor, z:Tensor, batch_size:int=64) -> Tensor:
     "Images `[B, 3, S, S]` in [-1, 1] (float32, CPU) from embeddings `s_g` and noise `z` (one row each), in batches."
-    lr = load_generator(run)
+    loaded = load_generator(run)
     if len(s_g) != len(z): raise T2IError(f'{len(s_g)} embeddings but {len(z)} noise vectors')
     if batch_size < 1: raise T2IError(f'batch_size must be at least 1, got {batch_size}')
     out = []
-    with eval_mode(lr.netG):
+    with eval_mode(loaded.netG):
         for i in range(0, len(z), batch_size):
-            img = lr.netG(z[i:i + batch_size].to(lr.device), s_g[i:i + batch_size].to(lr.device))
+            img = loaded.netG(z[i:i + batch_size].to(loaded.device), s_g[i:i + batch_size].to(loaded.device))
             out.append(img.float().clamp(-1, 1).cpu())
     return torch.cat(out)
 
@@ -187,11 +187,11 @@ def generate(run, captions:str|Sequence[str], n:int=1, seed:int=0, truncation:fl
     "`n` images per caption (noise `j` shared by all captions), with the run's EMA generator: a `Generated`."
     caps = check_captions(captions)
     if n < 1: raise T2IError(f'n (images per caption) must be at least 1, got {n}')
-    lr = load_generator(run, device, vocab)
-    unknown = unknown_words(lr.vocab, caps)
-    s_g = embed_captions(lr, caps, batch_size)
-    z = truncated_noise(n, lr.z_dim, truncation, seed)
-    imgs = render(lr, s_g.repeat_interleave(n, 0), z.repeat(len(caps), 1), batch_size)
+    loaded = load_generator(run, device, vocab)
+    unknown = unknown_words(loaded.vocab, caps)
+    s_g = embed_captions(loaded, caps, batch_size)
+    z = truncated_noise(n, loaded.z_dim, truncation, seed)
+    imgs = render(loaded, s_g.repeat_interleave(n, 0), z.repeat(len(caps), 1), batch_size)
     return Generated(imgs, [c for c in caps for _ in range(n)], n, seed, truncation, unknown)
 
 # %% ../nbs/11_generate.ipynb #14472812
@@ -210,23 +210,23 @@ def _weights(steps:int) -> Tensor:
 def interpolate_captions(run, cap_a:str, cap_b:str, steps:int=8, seed:int=0, truncation:float|None=1.0,
                          device:str|None=None) -> Generated:
     "A strip of `steps` images from `cap_a` to `cap_b`: their `S_G` embeddings interpolated, the noise fixed."
-    lr, t = load_generator(run, device), _weights(steps)
-    s = embed_captions(lr, [cap_a, cap_b])
+    loaded, t = load_generator(run, device), _weights(steps)
+    s = embed_captions(loaded, [cap_a, cap_b])
     s_t = torch.lerp(s[:1], s[1:], t[:, None].to(s))
-    z = truncated_noise(1, lr.z_dim, truncation, seed).expand(steps, -1)
+    z = truncated_noise(1, loaded.z_dim, truncation, seed).expand(steps, -1)
     labels = [cap_a] + [f't={w:.2f}' for w in t[1:-1].tolist()] + [cap_b]
-    return Generated(render(lr, s_t, z), [cap_a] * (steps - 1) + [cap_b], steps, seed, truncation,
-                     unknown_words(lr.vocab, [cap_a, cap_b]), labels, {'t': t.tolist(), 'captions': (cap_a, cap_b)})
+    return Generated(render(loaded, s_t, z), [cap_a] * (steps - 1) + [cap_b], steps, seed, truncation,
+                     unknown_words(loaded.vocab, [cap_a, cap_b]), labels, {'t': t.tolist(), 'captions': (cap_a, cap_b)})
 
 def interpolate_noise(run, caption:str, steps:int=8, seed:int=0, truncation:float|None=1.0,
                       device:str|None=None) -> Generated:
     "A strip of `steps` images of `caption`: the noise moved along a great circle from `z_0` to `z_1` of `seed`."
-    lr, t = load_generator(run, device), _weights(steps)
-    z0, z1 = truncated_noise(2, lr.z_dim, truncation, seed)
-    s = embed_captions(lr, [caption]).expand(steps, -1)
+    loaded, t = load_generator(run, device), _weights(steps)
+    z0, z1 = truncated_noise(2, loaded.z_dim, truncation, seed)
+    s = embed_captions(loaded, [caption]).expand(steps, -1)
     labels = [caption] + [f't={w:.2f}' for w in t[1:].tolist()]
-    return Generated(render(lr, s, slerp(z0, z1, t)), [caption] * steps, steps, seed, truncation,
-                     unknown_words(lr.vocab, [caption]), labels, {'t': t.tolist()})
+    return Generated(render(loaded, s, slerp(z0, z1, t)), [caption] * steps, steps, seed, truncation,
+                     unknown_words(loaded.vocab, [caption]), labels, {'t': t.tolist()})
 
 # %% ../nbs/11_generate.ipynb #bac1e3b4
 def replace_word(caption:str, old_word:str, new_word:str) -> str:
@@ -312,25 +312,25 @@ def score_edits(before:dict[str, Tensor], after:dict[str, Tensor], targets:Seque
     return mean(rows) | {'by_attribute': {a: mean([r for r in rows if r['attr'] == a]) for a in dict.fromkeys(t[0] for t in targets)}}
 
 # %% ../nbs/11_generate.ipynb #f9e4a47b
-def _run_evaluator(lr:LoadedRun, root, device, log):
+def _run_evaluator(loaded:LoadedRun, root, device, log):
     from t2i_nb.metrics import get_evaluator
-    cfg = lr.cfg
+    cfg = loaded.cfg
     if cfg is None: raise T2IError('give evaluator= (an in-memory system does not say which data set it was trained on)')
     if cfg.dataset not in DEFAULT_ROOTS: raise T2IError(f'edit_success needs the oracle of a built-in set (shapes), not {cfg.dataset}')
-    make_kw = dict(n=cfg.n_images, size=max(64, lr.img_size), seed=0) if not (root or cfg.root) else {}
-    return get_evaluator(dataset_root(cfg.dataset, root or cfg.root, **make_kw), lr.img_size, device=device, log=log)
+    make_kw = dict(n=cfg.n_images, size=max(64, loaded.img_size), seed=0) if not (root or cfg.root) else {}
+    return get_evaluator(dataset_root(cfg.dataset, root or cfg.root, **make_kw), loaded.img_size, device=device, log=log)
 
 def edit_success(run, edits:Sequence[tuple[str, str, str]]|None=None, n:int=8, seed:int=0, evaluator=None,
                  root:str|Path|None=None, truncation:float|None=1.0, batch_size:int=64, device:str|None=None,
                  threshold:float=0.98, log:Callable|None=None) -> dict:
     "Fraction of word edits whose edited attribute becomes the new value while the others stay, read by the oracle."
     from t2i_nb.metrics import predict, trusted_attributes
-    lr = load_generator(run, device)
+    loaded = load_generator(run, device)
     edits = list(edits) if edits is not None else default_edits(seed=seed)
     if not edits: raise T2IError('give at least one edit (caption, old_word, new_word)')
     pairs = [(c, replace_word(c, o, w)) for c, o, w in edits]
     targets = [edit_target(c, e) for c, e in pairs]
-    if evaluator is None: evaluator = _run_evaluator(lr, root, device, log)
+    if evaluator is None: evaluator = _run_evaluator(loaded, root, device, log)
     ev, report = evaluator if isinstance(evaluator, tuple) else (evaluator, None)
     if ev.kind != 'shapes': raise T2IError(f'edit_success needs a single-object (shapes) evaluator, not {ev.kind!r}')
     acc = (report or {}).get('accuracy')
@@ -338,7 +338,7 @@ def edit_success(run, edits:Sequence[tuple[str, str, str]]|None=None, n:int=8, s
     keep = [i for i, t in enumerate(targets) if t[0] in trusted]
     if not keep: raise T2IError(next((refused[t[0]] for t in targets if t[0] in refused), 'no edit of an attribute the evaluator is trusted on'))
     caps = [c for i in keep for c in pairs[i]]
-    g = generate(lr, caps, n, seed, truncation, batch_size)
+    g = generate(loaded, caps, n, seed, truncation, batch_size)
     pred = predict(ev, g.images.view(len(keep), 2, n, *g.images.shape[1:]).transpose(0, 1).reshape(-1, *g.images.shape[1:]))
     half = len(keep) * n
     before, after = ({k: v[a:a + half] for k, v in pred.items()} for a in (0, half))
@@ -363,26 +363,26 @@ def _state(state) -> DemoState: return state if isinstance(state, DemoState) els
 
 def demo_render(run, state:DemoState|dict) -> Image.Image:
     "The demo's picture for `state`: `n` images of the (interpolated) caption with fixed seed noise, as a captioned grid."
-    lr, st = load_generator(run), _state(state)
+    loaded, st = load_generator(run), _state(state)
     mix = bool(st.caption_b.strip()) and st.alpha > 0
-    s = embed_captions(lr, [st.caption, st.caption_b] if mix else [st.caption])
+    s = embed_captions(loaded, [st.caption, st.caption_b] if mix else [st.caption])
     if mix: s = torch.lerp(s[:1], s[1:], float(st.alpha))
-    z = truncated_noise(st.n, lr.z_dim, st.truncation or None, st.seed)
+    z = truncated_noise(st.n, loaded.z_dim, st.truncation or None, st.seed)
     label = f'{1 - st.alpha:.2f} x "{st.caption}" + {st.alpha:.2f} x "{st.caption_b}"' if mix else st.caption
-    return captioned_grid(render(lr, s.expand(st.n, -1), z), [label] + [''] * (st.n - 1), ncol=st.n)
+    return captioned_grid(render(loaded, s.expand(st.n, -1), z), [label] + [''] * (st.n - 1), ncol=st.n)
 
 def demo_status(run, state:DemoState|dict) -> str:
     "One line for the demo: unknown words of the captions, or '' when all is well."
-    lr, st = load_generator(run), _state(state)
+    loaded, st = load_generator(run), _state(state)
     caps = [c for c in (st.caption, st.caption_b) if c.strip()]
-    unk = sorted({w for ws in unknown_words(lr.vocab, caps).values() for w in ws})
+    unk = sorted({w for ws in unknown_words(loaded.vocab, caps).values() for w in ws})
     return f'unknown words (drawn as the unknown token): {", ".join(unk)}' if unk else ''
 
 # %% ../nbs/11_generate.ipynb #988bb508
 def demo_widget(run, state:DemoState|dict|None=None, device:str|None=None):
     "An ipywidgets panel (caption, interpolation, seed, truncation, images) that re-renders on every change; returned, not displayed."
     import ipywidgets as W
-    lr, st = load_generator(run, device), _state(state or DemoState())
+    loaded, st = load_generator(run, device), _state(state or DemoState())
     wide = W.Layout(width='90%')
     controls = dict(caption=W.Text(st.caption, description='caption', continuous_update=False, layout=wide),
                     caption_b=W.Text(st.caption_b, description='towards', placeholder='a second caption to interpolate to',
@@ -394,7 +394,7 @@ def demo_widget(run, state:DemoState|dict|None=None, device:str|None=None):
     image, status = W.Image(format='png'), W.HTML()
     def update(_=None):
         s = DemoState(**{k: c.value for k, c in controls.items()})
-        try: image.value, status.value = _png(demo_render(lr, s)), html.escape(demo_status(lr, s))
+        try: image.value, status.value = _png(demo_render(loaded, s)), html.escape(demo_status(loaded, s))
         except T2IError as e: status.value = f'<b>{html.escape(str(e))}</b>'
     for c in controls.values(): c.observe(update, names='value')
     update()
