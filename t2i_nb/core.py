@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, json, os, random, sys, textwrap, functools, platform, shutil, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence, get_type_hints
+from typing import Any, Callable, Sequence, get_type_hints
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
