@@ -3,6 +3,7 @@ import json, math, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import pytest
 from t2i_nb.core import T2IError
+from t2i_nb.gan import MODEL_ALIASES
 from t2i_nb import ablation as abl
 from t2i_nb.ablation import (ROWS, QUICK, FULL, AblationConfig, summarize, ablation_markdown, verdicts, verdict_markdown,
                              row_config, run_ablation, result_path, run_dir_of, t2i_ablation)
@@ -78,7 +79,7 @@ def test_rows_have_an_equal_budget_and_shared_encoders():
         assert len({str(getattr(c, k)) for c in cfgs.values()}) == 1, k
     assert len({json.dumps(c.net.gan.to_dict(), sort_keys=True) for c in cfgs.values()}) == 1
     for r, c in cfgs.items():
-        assert (c.net.model, c.net.scl) == (ROWS[r].model, ROWS[r].scl)
+        assert (c.net.backbone, c.net.text, c.net.scl) == (*MODEL_ALIASES[ROWS[r].model], ROWS[r].scl)
         assert (c.encoders is None) == (ROWS[r].pretrain is None) == (not c.needs_encoders)
     assert cfgs['dfgan+scl'].encoders == cfgs['dte+scl'].encoders
     assert Path(cfgs['dfgan+ce'].encoders).name == 'seed2-ce'

@@ -3,7 +3,7 @@ import pytest, torch
 from t2i_nb.core import set_seed
 from t2i_nb.encoders import RNNEncoder, CNNEncoder, TextEmbedConfig
 from t2i_nb.models import GANConfig
-from t2i_nb.gan import T2IGAN, T2IConfig, MODELS
+from t2i_nb.gan import T2IGAN, T2IConfig
 
 B, V, S = 8, 40, 32
 
@@ -13,18 +13,19 @@ def make_batch():
     return (torch.rand(B, 3, S, S, generator=g) * 2 - 1, torch.randint(2, V, (B, 18), generator=g),
             torch.randint(3, 18, (B,), generator=g), labels, torch.arange(B))
 
-def make_gan(model, scl='none'):
+def make_gan(text, scl='none', backbone='dfgan'):
     set_seed(0)
-    cfg = T2IConfig(model=model, scl=scl, gan=GANConfig(img_size=S, nf=8),
-                    text=TextEmbedConfig(ntoken=V, ninput=32, nhidden=32, drop_prob=0.))
+    cfg = T2IConfig(backbone=backbone, text=text, scl=scl, gan=GANConfig(img_size=S, nf=8),
+                    dte=TextEmbedConfig(ntoken=V, ninput=32, nhidden=32, drop_prob=0.))
     return T2IGAN(cfg, RNNEncoder(V, ninput=32, nhidden=256, drop_prob=0.), CNNEncoder(nef=256, img_size=S, nf=8), n_classes=4)
 
 def frozen_state(m): return {k: v.clone() for k, v in [*m.damsm_text.state_dict().items(), *m.damsm_image.state_dict().items()]}
 
-@pytest.mark.parametrize('model', MODELS)
-def test_overfit_tiny_batch(model):
+@pytest.mark.parametrize('backbone, model', [('dfgan', 'damsm'), ('dfgan', 'dte'), ('dfgan', 'dte-shared'), ('dfgan-mask', 'damsm'),
+                                             ('ssa', 'damsm'), ('ssa', 'dte')])
+def test_overfit_tiny_batch(backbone, model):
     "A few D steps lower D's loss; then a few G steps (D fixed) lower G's loss."
-    m, batch = make_gan(model, 'supcon'), make_batch()
+    m, batch = make_gan(model, 'supcon', backbone), make_batch()
     before = frozen_state(m)
     opt_d = torch.optim.Adam(m.d_parameters(), lr=4e-4, betas=(0., .9))
     opt_g = torch.optim.Adam(m.g_parameters(), lr=1e-4, betas=(0., .9))
@@ -58,7 +59,7 @@ def test_scl_needs_pairs_and_encoders():
     odd = tuple(x[:7] for x in batch)
     with pytest.raises(T2IError, match='even label-pair batch'): m.g_loss(odd)
     with pytest.raises(T2IError, match='needs the pre-trained'):
-        T2IGAN(T2IConfig(model='dte', scl='supcon', gan=GANConfig(img_size=S, nf=8), text=TextEmbedConfig(ntoken=V)))
+        T2IGAN(T2IConfig(text='dte', scl='supcon', gan=GANConfig(img_size=S, nf=8), dte=TextEmbedConfig(ntoken=V)))
 
 def test_config_roundtrip_and_checkpoint_shape():
     m = make_gan('dte-shared', 'ce')

@@ -22,8 +22,8 @@ CAPS = ['a large red star in the top left corner', 'a small blue circle']
 
 def tiny_config(root, steps=2):
     return TrainConfig(dataset='shapes', root=str(root), bs=8, steps=steps, ckpt_every=0, n_samples=4, precision='fp32',
-                       net=T2IConfig(model='dte', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
-                                     text=TextEmbedConfig(ninput=16, nhidden=32)))
+                       net=T2IConfig(text='dte', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
+                                     dte=TextEmbedConfig(ninput=16, nhidden=32)))
 
 
 @pytest.fixture(scope='module')

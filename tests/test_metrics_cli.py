@@ -32,8 +32,8 @@ def tiny_run(tmp_path_factory):
     d = tmp_path_factory.mktemp('eval')
     root = make_shapes(d/'shapes', n=120, size=32, seed=0)
     cfg = TrainConfig(dataset='shapes', root=str(root), bs=8, steps=2, ckpt_every=0, n_samples=4, precision='fp32',
-                      net=T2IConfig(model='dte', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
-                                    text=TextEmbedConfig(ninput=16, nhidden=32)))
+                      net=T2IConfig(text='dte', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
+                                    dte=TextEmbedConfig(ninput=16, nhidden=32)))
     train(cfg, d/'run', device='cpu', progress=False, log=lambda *a: None)
     enc = pretrain(PretrainConfig(root=str(root), image_size=32, nef=32, bs=16, epochs=1), out=d/'enc',
                    progress=False, log=lambda *a: None).out
@@ -46,7 +46,7 @@ def test_eval_json_and_files(tiny_run):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res['n_samples'] == 12 and res['image_metrics']['evaluator']['n_fake'] == 12
-    assert res['model'] == 'dte' and res['step'] == 2 and res['img_size'] == 32
+    assert (res['backbone'], res['text']) == ('dfgan', 'dte') and res['step'] == 2 and res['img_size'] == 32
     assert 0 <= res['r_precision']['generated'] <= 1 and res['r_precision']['encoders'] == str(enc)
     assert set(res['oracle']['evaluator']['accuracy']) == {'shape', 'colour', 'size', 'position'}
     assert any('Inception' in n for n in res['notes'])           # no weights file here: said, not silently skipped

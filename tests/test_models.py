@@ -6,8 +6,17 @@ from torch import nn
 from hypothesis import given, settings, strategies as st
 
 from t2i_nb.core import T2IError, set_seed
-from t2i_nb.models import (ARCHS, GANConfig, Affine, Fuse, NetG, NetD, NetC, build_generator, build_discriminator,
-                           channels, d_hinge_loss, g_hinge_loss, ma_gp, ma_gp_from_out, mismatch, n_params)
+from t2i_nb.models import (GANConfig, build_backbone, channels, d_hinge_loss, g_hinge_loss, ma_gp, ma_gp_from_out, mismatch,
+                           n_params)
+from t2i_nb.backbones.dfgan import Affine, Fuse, NetG, NetD, NetC
+
+ARCHS = ('dfgan', 'dfgan-mask')   # the DF-GAN module's two variants (SSA-GAN and the official layouts: tests/test_official.py)
+
+def _cfg(cfg): return GANConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+def build_generator(cfg, arch='dfgan'): return build_backbone(arch, _cfg(cfg)).netG
+def build_discriminator(cfg):
+    bb = build_backbone('dfgan', _cfg(cfg))
+    return bb.netD, bb.netC
 
 torch.set_num_threads(1)
 
@@ -18,8 +27,8 @@ torch.set_num_threads(1)
 @pytest.mark.parametrize('nf', [8, 16, 32])
 def test_shapes(arch, size, nf):
     set_seed(0)
-    cfg = GANConfig(img_size=size, nf=nf, arch=arch, cond_dim=32, z_dim=16)
-    netG, (netD, netC) = build_generator(cfg), build_discriminator(cfg)
+    cfg = GANConfig(img_size=size, nf=nf, cond_dim=32, z_dim=16)
+    netG, (netD, netC) = build_generator(cfg, arch), build_discriminator(cfg)
     B = 2 if size <= 64 else 1
     z, s = torch.randn(B, 16), torch.randn(B, 32)
     with torch.no_grad():
@@ -31,7 +40,7 @@ def test_shapes(arch, size, nf):
     assert feats.shape == (B, 8 * nf, 4, 4)
     assert out.shape == (B,)
     assert len(netG.blocks) == len(netD.blocks) == cfg.n_blocks
-    if arch == 'ssa':
+    if arch == 'dfgan-mask':
         assert [tuple(m.shape) for m in masks] == [(B, 1, 2**(3 + i), 2**(3 + i)) for i in range(cfg.n_blocks)]
         assert all(((m > 0) & (m < 1)).all() for m in masks)
     else:
@@ -60,8 +69,8 @@ def test_per_sample_independence():
     "No batch norm anywhere: a sample's image and logit do not depend on the rest of the batch."
     set_seed(1)
     for arch in ARCHS:
-        cfg = GANConfig(img_size=32, nf=8, arch=arch)
-        netG, (netD, netC) = build_generator(cfg), build_discriminator(cfg)
+        cfg = GANConfig(img_size=32, nf=8)
+        netG, (netD, netC) = build_generator(cfg, arch), build_discriminator(cfg)
         z, s = torch.randn(3, 100), torch.randn(3, 256)
         with torch.no_grad():
             full = netC(netD(netG(z, s)), s)
@@ -73,7 +82,7 @@ def test_per_sample_independence():
 def test_config_errors():
     with pytest.raises(T2IError, match='img_size=48'): GANConfig(img_size=48)
     with pytest.raises(T2IError, match='img_size=512'): GANConfig(img_size=512)
-    with pytest.raises(T2IError, match="unknown arch 'attn'"): GANConfig(arch='attn')
+    with pytest.raises(T2IError, match="unknown backbone 'attn'"): build_backbone('attn')
     with pytest.raises(T2IError, match='nf=0'): GANConfig(nf=0)
     with pytest.raises(T2IError, match="unknown key 'ngf'"): build_generator({'ngf': 32})
 
@@ -94,8 +103,8 @@ def test_shape_errors_are_one_line():
 @pytest.mark.parametrize('arch', ARCHS)
 def test_init_affine_is_identity(arch):
     set_seed(2)
-    cfg = GANConfig(img_size=64, nf=8, arch=arch)
-    netG = build_generator(cfg)
+    cfg = GANConfig(img_size=64, nf=8)
+    netG = build_generator(cfg, arch)
     affines = [m for m in netG.modules() if isinstance(m, Affine)]
     assert len(affines) == 4 * cfg.n_blocks
     c = torch.randn(5, cfg.z_dim + cfg.cond_dim) * 10         # any condition, even a large one
@@ -126,7 +135,7 @@ def test_text_changes_images_once_trained_away_from_identity():
     "The condition reaches the pixels: after perturbing the affines, different sentences give different images."
     set_seed(4)
     for arch in ARCHS:
-        netG = build_generator(GANConfig(img_size=32, nf=8, arch=arch))
+        netG = build_generator(GANConfig(img_size=32, nf=8), arch)
         for m in netG.modules():
             if isinstance(m, Affine): nn.init.normal_(m.fc_gamma[-1].weight, std=0.1)
         z = torch.randn(1, 100).repeat(2, 1)
@@ -200,7 +209,7 @@ def test_ma_gp_equals_naive(k, p):
     g2 = torch.autograd.grad(_naive_ma_gp(netD, netC, img, s, k=k, p=p), params, allow_unused=True)
     for a, b in zip(g1, g2):
         assert (a is None) == (b is None)
-        if a is not None: torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-12)
+        if a is not None: torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-9)
     assert sum(a.abs().sum() for a in g1 if a is not None) > 0
 
 
@@ -258,8 +267,8 @@ def test_ma_gp_inv_scale_under_autocast(dtype):
 # ---------------------------------------------------------------- tiny-batch fits
 def _fit_tiny(arch, d_steps=20, g_steps=20, seed=0):
     set_seed(seed)
-    cfg = GANConfig(img_size=32, nf=8, arch=arch)
-    netG, (netD, netC) = build_generator(cfg), build_discriminator(cfg)
+    cfg = GANConfig(img_size=32, nf=8)
+    netG, (netD, netC) = build_generator(cfg, arch), build_discriminator(cfg)
     real, s, z = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randn(4, cfg.cond_dim), torch.randn(4, cfg.z_dim)
     with torch.no_grad(): fake = netG(z, s)
     optD = torch.optim.Adam([*netD.parameters(), *netC.parameters()], lr=4e-4, betas=(0., 0.9))
@@ -296,4 +305,4 @@ def test_n_params_meta_device():
     cfg = GANConfig(img_size=64, nf=32)
     with torch.device('meta'): n_meta = n_params(build_generator(cfg))
     assert n_meta == n_params(build_generator(cfg))
-    assert n_params(build_generator(cfg.replace(arch='ssa'))) > n_meta
+    assert n_params(build_generator(cfg, 'dfgan-mask')) > n_meta

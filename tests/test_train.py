@@ -21,8 +21,8 @@ def shapes_root(tmp_path_factory):
 
 def tiny_cfg(root, **kw):
     "DTE-GAN without SCL (no pre-trained encoders needed): 64 training images, 16 per batch -> 4 batches per epoch."
-    net = kw.pop('net', None) or T2IConfig(model='dte', scl='none', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
-                                           text=TextEmbedConfig(ninput=16, nhidden=32))
+    net = kw.pop('net', None) or T2IConfig(text='dte', scl='none', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
+                                           dte=TextEmbedConfig(ninput=16, nhidden=32))
     base = dict(dataset='shapes', root=str(root), bs=16, steps=6, ckpt_every=1, n_samples=4, seed=0, net=net)
     return TrainConfig(**{**base, **kw})
 
@@ -67,7 +67,7 @@ def test_run_folder_and_load_run(shapes_root, tmp_path):
     system, ema_g, cfg, vocab = load_run(run)
     toks, lens = vocab.encode_batch(['a red circle', 'a blue square'])
     with torch.no_grad(): imgs = system.generate(toks, lens, netG=ema_g)
-    assert imgs.shape == (2, 3, 32, 32) and cfg.net.text.ntoken == len(vocab)
+    assert imgs.shape == (2, 3, 32, 32) and cfg.net.dte.ntoken == len(vocab)
 
 
 def test_nan_stops_and_keeps_last_good_checkpoint(shapes_root, tmp_path, monkeypatch, capsys):
@@ -98,13 +98,13 @@ def test_resume_with_other_configuration_fails_in_one_line(shapes_root, tmp_path
     train(tiny_cfg(shapes_root, steps=2), run, progress=False, log=quiet)
     with pytest.raises(SystemExit) as e: t2i_train(resume=str(run), model='dte-shared', quiet=True)
     assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == "error: checkpoint was trained with model='dte', this run has model='dte-shared'"
+    assert capsys.readouterr().err.strip() == "error: checkpoint was trained with text='dte', this run has text='dte-shared'"
     with pytest.raises(SystemExit): t2i_train(resume=str(run), nf=16, quiet=True)
     assert "gan.nf=8, this run has gan.nf=16" in capsys.readouterr().err
     # a library-level resume with an edited configuration: the first mismatching key is named
     with pytest.raises(T2IError, match='checkpoint was trained with'):
-        train(tiny_cfg(shapes_root, steps=3, net=T2IConfig(model='dte-shared', scl='none', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
-                                                           text=TextEmbedConfig(ninput=16, nhidden=32))), run, resume=True, progress=False, log=quiet)
+        train(tiny_cfg(shapes_root, steps=3, net=T2IConfig(text='dte-shared', scl='none', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
+                                                           dte=TextEmbedConfig(ninput=16, nhidden=32))), run, resume=True, progress=False, log=quiet)
     with pytest.raises(SystemExit): t2i_train(resume=str(tmp_path/'nowhere'), quiet=True)
     assert 'not a t2i_train run folder' in capsys.readouterr().err
 

@@ -35,15 +35,15 @@ def _worker(rank, world, port, root, out):
     vocab = Vocab.build(tr.captions)
     dls = get_dls(tr, te, vocab, bs=8, size=32, seed=0, device='cpu')
     set_seed(rank)   # deliberately different initial weights: broadcast_state must make them equal
-    system = T2IGAN(T2IConfig(model='dte', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
-                              text=TextEmbedConfig(ntoken=len(vocab), ninput=16, nhidden=32)))
+    system = T2IGAN(T2IConfig(text='dte', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32),
+                              dte=TextEmbedConfig(ntoken=len(vocab), ninput=16, nhidden=32)))
     broadcast_state(system)
     g0 = torch.cat([p.detach().flatten().clone() for p in system.netG.parameters()])
     seen = _SeenIdx()
     learn = gan_learner(dls, system, out, ckpt_every=2, progress=False, cbs=[seen])
     fit_steps(learn, 3)
     flat = lambda m: torch.cat([t.detach().flatten() for t in m.state_dict().values()])
-    torch.save({'G': flat(system.netG), 'D': flat(system.netD), 'text': flat(system.text), 'ema': flat(learn.ema.generator),
+    torch.save({'G': flat(system.netG), 'D': flat(system.backbone.netD), 'text': flat(system.text), 'ema': flat(learn.ema.generator),
                 'g0': g0, 'seen': seen.seen, 'loss': learn.loss_history.history['loss_D']}, Path(out)/f'rank{rank}.pt')
     dist.barrier()
     dist.destroy_process_group()

@@ -44,7 +44,7 @@ def test_cuda_precision(shapes_root, tmp_path, precision):
 
 def test_scl_and_baseline_pretrain_their_encoders(shapes_root, tmp_path):
     "dfgan (frozen DAMSM text encoder) + supcon (frozen image encoder): the job pre-trains the encoders into the run folder."
-    net = T2IConfig(model='dfgan', scl='supcon', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32))
+    net = T2IConfig(text='damsm', scl='supcon', gan=GANConfig(img_size=32, nf=8, z_dim=16, cond_dim=32))
     run = tmp_path/'dfgan'
     train(tiny_cfg(shapes_root, steps=2, net=net, pretrain_epochs=1, ckpt_every=0), run, progress=False, log=quiet)
     assert (run/'encoders'/'text_encoder.pth').exists()
