@@ -5,7 +5,8 @@ import pytest, torch
 from t2i_nb.shapes import make_shapes
 from t2i_nb.pretrain import pretrain, PretrainConfig
 from t2i_nb.engine import load_checkpoint, save_checkpoint, CKPT_NAME
-from t2i_nb.train import t2i_train, t2i_import, load_run, TrainConfig
+from t2i_nb.train import t2i_train, load_run, TrainConfig
+from t2i_nb.importer import t2i_import
 from t2i_nb.models import GANConfig
 from t2i_nb.backbones.dfgan import DFGAN
 
