@@ -79,7 +79,7 @@ def migrate_model(d:dict, path:str='') -> dict:
     if isinstance(d.get('text'), dict): d['dte'] = d.pop('text')
     return d | {'backbone': backbone, 'text': text}
 
-# %% ../nbs/07_gan.ipynb #c3ce90b5
+# %% ../nbs/07_gan.ipynb #199db0b4
 def _frozen(m:nn.Module|None) -> nn.Module|None:
     if m is None: return None
     m.eval()
@@ -175,7 +175,7 @@ def embed(self:T2IGAN, tokens:Tensor, lengths:Tensor) -> TextEmbeds:
     mask = torch.arange(tokens.shape[1], device=tokens.device)[None] < lengths.to(tokens.device)[:, None]
     return TextEmbeds(sent, sent, words, words, mask, sent.new_zeros(()))
 
-# %% ../nbs/07_gan.ipynb #a998d4c5
+# %% ../nbs/07_gan.ipynb #b137ab6c
 @patch
 def sample_z(self:T2IGAN, n:int, generator:torch.Generator|None=None) -> Tensor:
     "`n` noise vectors on the model's device."

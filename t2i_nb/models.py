@@ -17,7 +17,7 @@ __all__ = ['IMG_SIZES', 'NORMS', 'GP_K', 'GP_P', 'BACKBONES', 'GANConfig', 'chan
            'g_hinge_loss', 'mismatch', 'ma_gp_from_out', 'ma_gp', 'Backbone', 'OneWayBackbone', 'get_backbone',
            'build_backbone', 'layout_params', 'convert_state', 'rename_keys']
 
-# %% ../nbs/06_models.ipynb #3fb5489e
+# %% ../nbs/06_models.ipynb #451c87de
 IMG_SIZES = (32, 64, 128, 256)   # output resolutions: 4x4 doubled 3 to 6 times
 
 # %% ../nbs/06_models.ipynb #a31a8899
@@ -56,13 +56,13 @@ class GANConfig(Config):
         "The discriminator's base width: `nf_d`, or `nf` when it is 0."
         return self.nf_d or self.nf
 
-# %% ../nbs/06_models.ipynb #110b8e48
+# %% ../nbs/06_models.ipynb #6e62685d
 def channels(nf:int, img_size:int) -> list[int]:
     "Generator widths from 4x4 to `img_size` (DF-GAN's schedule); the discriminator reads it reversed."
     n = int(math.log2(img_size)) - 1
     return [nf * min(2**k, 8) for k in range(n)][::-1]
 
-# %% ../nbs/06_models.ipynb #1c520cba
+# %% ../nbs/06_models.ipynb #4a81c3c2
 def n_params(*modules:nn.Module) -> int:
     "Number of parameters of `modules` together."
     return sum(p.numel() for m in modules for p in m.parameters())
@@ -73,7 +73,7 @@ def check_vec(x:Tensor, dim:int, name:str, what:str):
     if x.ndim != 2 or x.shape[1] != dim:
         raise T2IError(f'{name} must be [B, {dim}] ({what}), got shape {tuple(x.shape)}')
 
-# %% ../nbs/06_models.ipynb #10f070be
+# %% ../nbs/06_models.ipynb #ece38ff5
 def d_hinge_loss(real_out:Tensor, fake_out:Tensor, mis_out:Tensor|None=None) -> Tensor:
     "DF-GAN's D loss: `relu(1-real).mean() + (relu(1+fake).mean() + relu(1+mis).mean()) / 2` (plain hinge if `mis_out` is None)."
     real, fake = F.relu(1 - real_out).mean(), F.relu(1 + fake_out).mean()
@@ -84,7 +84,7 @@ def g_hinge_loss(fake_out:Tensor) -> Tensor:
     "Generator hinge loss: `-fake_out.mean()`."
     return -fake_out.mean()
 
-# %% ../nbs/06_models.ipynb #2c22ddd8
+# %% ../nbs/06_models.ipynb #f3ede41d
 def _batch_labels(s:Tensor, labels) -> Tensor|None:
     "Check a batch for mismatched pairs: at least 2 rows, and one label per row (returned as a tensor on `s`'s device)."
     if len(s) < 2: raise T2IError('mismatched pairs need a batch of at least 2 samples')
@@ -101,7 +101,7 @@ def mismatch(s:Tensor, labels:Tensor|None=None, shift:int=1) -> Tensor:
         shift = 1 + min(range(B - 1), key=lambda i: (clashes[i], i))
     return s.roll(shift, 0)
 
-# %% ../nbs/06_models.ipynb #f2c0ad01
+# %% ../nbs/06_models.ipynb #2dbd7b1b
 GP_K, GP_P = 2., 6.   # DF-GAN's MA-GP weight k and power p (paper constants)
 
 def ma_gp_from_out(out:Tensor, img:Tensor, s:Tensor, k:float=GP_K, p:float=GP_P, inv_scale:float|None=None) -> Tensor:
@@ -112,7 +112,7 @@ def ma_gp_from_out(out:Tensor, img:Tensor, s:Tensor, k:float=GP_K, p:float=GP_P,
     g = torch.cat([gi.flatten(1), gs.flatten(1)], 1).float()
     return k * g.pow(2).sum(1).pow(p / 2).mean()
 
-# %% ../nbs/06_models.ipynb #55cb77bb
+# %% ../nbs/06_models.ipynb #9d05b15b
 def _leaf(x:Tensor) -> Tensor: return x if x.requires_grad else x.detach().requires_grad_(True)
 
 def ma_gp(netD:nn.Module, netC:nn.Module, img:Tensor, s:Tensor, k:float=GP_K, p:float=GP_P, inv_scale:float|None=None) -> Tensor:

@@ -116,7 +116,7 @@ def get_preset(name:str) -> TrainConfig:
     if name not in PRESETS: raise T2IError(f'unknown preset {name!r}: use one of {", ".join(PRESETS)}')
     return TrainConfig.from_dict(PRESETS[name].to_dict())
 
-# %% ../nbs/09_train.ipynb #0cd43b3f
+# %% ../nbs/09_train.ipynb #9a05dab6
 def sample_captions(ds, vocab:Vocab, n:int=16) -> tuple[Tensor, Tensor, list[str]]:
     "`(tokens, lengths, captions)` of the first caption of `n` items spread evenly over `ds` (fixed, for sample grids)."
     idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int)
@@ -124,7 +124,7 @@ def sample_captions(ds, vocab:Vocab, n:int=16) -> tuple[Tensor, Tensor, list[str
     toks, lens = vocab.encode_batch(caps)
     return toks, lens, caps
 
-# %% ../nbs/09_train.ipynb #f1781e95
+# %% ../nbs/09_train.ipynb #ab69eb40
 def encoder_config(cfg:TrainConfig, root:str|Path|None=None, scl:str|None=None, seed:int|None=None, device=None) -> PretrainConfig:
     "The `PretrainConfig` of the encoders `t2i_train` pre-trains for `cfg` when none are given (`scl`, `seed`: other choices)."
     return PretrainConfig(dataset=cfg.dataset, root=str(cfg.root if root is None else root), image_size=cfg.net.gan.img_size,
@@ -231,7 +231,7 @@ def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=
     if rank == 0: _write_metrics(learn, run_dir, cfg, dev, train_s, time.perf_counter() - t_start, step0, world)
     return learn
 
-# %% ../nbs/09_train.ipynb #a97f1096
+# %% ../nbs/09_train.ipynb #f76d9649
 def check_run_dir(run_dir:str|Path, checkpoint:bool=True) -> Path:
     "`run_dir` as a `Path` if it holds a `t2i_train` run (config.json, and checkpoint.pt unless `checkpoint=False`); else a one-line error."
     run_dir = Path(run_dir)
@@ -241,7 +241,7 @@ def check_run_dir(run_dir:str|Path, checkpoint:bool=True) -> Path:
         raise T2IError(f'{run_dir} has no {CKPT_NAME}: the run has not saved yet (train it with t2i_train --out {run_dir})')
     return run_dir
 
-# %% ../nbs/09_train.ipynb #ed6aff37
+# %% ../nbs/09_train.ipynb #ed91140e
 class Run(NamedTuple):
     "A trained run loaded from its folder, in eval mode."
     system: T2IGAN        # generator, discriminator and text side, with the checkpoint's weights
@@ -265,7 +265,7 @@ def load_run(run_dir:str|Path, device:str|None=None) -> Run:
     ema.load_ckpt_state(ck['ema'])
     return Run(system.to(dev).eval(), ema.generator.to(dev).eval(), cfg, vocab)
 
-# %% ../nbs/09_train.ipynb #567f6036
+# %% ../nbs/09_train.ipynb #49e1c678
 def newest_run(runs_dir:str|Path='runs') -> Path:
     "The run folder under `runs_dir` whose checkpoint was written last."
     runs_dir = Path(runs_dir)
