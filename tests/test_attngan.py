@@ -1,0 +1,78 @@
+"""AttnGAN's generator against a transcription of the official forward pass (taoxugit/AttnGAN code/model.py,
+GlobalAttention.py), written with torch.nn.functional on the official state dict, and its parameter counts against
+the numbers computed from the official constructors (tools/research/attngan_dmgan_official.md)."""
+import pytest, torch
+import torch.nn.functional as F
+from t2i_nb.core import set_seed
+from t2i_nb.models import GANConfig, n_params
+from t2i_nb.backbones.attngan import AttnNetG
+
+torch.set_num_threads(1)
+
+
+def _glu(x): nc = x.size(1) // 2; return x[:, :nc] * torch.sigmoid(x[:, nc:])
+def _bn(sd, p, x): return F.batch_norm(x, sd[p + 'running_mean'], sd[p + 'running_var'], sd[p + 'weight'], sd[p + 'bias'], False, 0., 1e-5)
+def _up(sd, p, x): return _glu(_bn(sd, p + '2.', F.conv2d(F.interpolate(x, scale_factor=2, mode='nearest'), sd[p + '1.weight'], padding=1)))
+
+def ref_attngan(sd, z, sent, words, mask, g, c_dim=100):
+    x = _glu(F.linear(sent, sd['ca_net.fc.weight'], sd['ca_net.fc.bias']))
+    mu, logvar = x[:, :c_dim], x[:, c_dim:]
+    std = logvar.mul(0.5).exp_()
+    eps = torch.FloatTensor(std.size()).normal_()                  # CA_NET.reparametrize on the CPU
+    c_code = eps.mul(std).add_(mu)
+    h = _glu(_bn(sd, 'h_net1.fc.1.', F.linear(torch.cat((c_code, z), 1), sd['h_net1.fc.0.weight']))).view(-1, 16 * g, 4, 4)
+    for k in range(1, 5): h = _up(sd, f'h_net1.upsample{k}.', h)
+    img = torch.tanh(F.conv2d(h, sd['img_net1.img.0.weight'], padding=1))
+    i = 2
+    while f'h_net{i}.att.conv_context.weight' in sd:
+        p = f'h_net{i}.'
+        B, idf, ih, iw = h.shape
+        Q, T = ih * iw, words.size(2)
+        targetT = h.view(B, -1, Q).transpose(1, 2).contiguous()
+        sourceT = F.conv2d(words.unsqueeze(3), sd[p + 'att.conv_context.weight']).squeeze(3)
+        attn = torch.bmm(targetT, sourceT).view(B * Q, T)
+        attn.data.masked_fill_(mask.repeat(Q, 1), -float('inf'))  # the official tiling (issue 93)
+        attn = torch.softmax(attn, dim=1).view(B, Q, T).transpose(1, 2).contiguous()
+        h_c = torch.cat((h, torch.bmm(sourceT, attn).view(B, -1, ih, iw)), 1)
+        r = 0
+        while f'{p}residual.{r}.block.0.weight' in sd:
+            q = f'{p}residual.{r}.block.'
+            out = _glu(_bn(sd, q + '1.', F.conv2d(h_c, sd[q + '0.weight'], padding=1)))
+            h_c = _bn(sd, q + '4.', F.conv2d(out, sd[q + '3.weight'], padding=1)) + h_c
+            r += 1
+        h = _up(sd, p + 'upsample.', h_c)
+        img = torch.tanh(F.conv2d(h, sd[f'img_net{i}.img.0.weight'], padding=1))
+        i += 1
+    return img
+
+
+def _random_state(G):
+    sd = {}
+    for k, v in G.state_dict().items():
+        if k.endswith('num_batches_tracked'): sd[k] = torch.tensor(5)
+        elif k.endswith('running_var'): sd[k] = torch.rand(v.shape) + 0.5
+        elif k.endswith('running_mean'): sd[k] = torch.randn(v.shape) * 0.1
+        elif v.ndim >= 2: sd[k] = torch.randn(v.shape) / torch.tensor(v.shape[1:]).prod().sqrt()
+        else: sd[k] = torch.randn(v.shape) * 0.1 + (1. if k.endswith('.weight') else 0.)
+    return sd
+
+
+@pytest.mark.parametrize('size', [64, 128, 256])
+def test_image_equals_official_forward(size):
+    set_seed(0)
+    cfg = GANConfig(img_size=size, nf=4, cond_dim=256, z_dim=100)
+    G = AttnNetG(cfg).eval()
+    sd = _random_state(G)
+    G.load_state_dict(sd)
+    z, sent, words = torch.randn(3, 100), torch.randn(3, 256), torch.randn(3, 256, 7)
+    mask = torch.tensor([[False] * 7, [False] * 5 + [True] * 2, [False] * 3 + [True] * 4])   # unequal lengths: the tiling matters
+    torch.manual_seed(11); ours = G(z, sent, words, mask)
+    torch.manual_seed(11); ref = ref_attngan(sd, z, sent, words, mask, 4)
+    assert 0.02 < ref.std() and (ref.abs() < 0.99).float().mean() > 0.5   # not a flat or saturated image
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize('nf, n_res, want', [(32, 2, 7_084_592), (48, 3, 13_811_456)])   # CUB (bird_attn2.yml), COCO (coco_attn2.yml)
+def test_parameter_counts_equal_official(nf, n_res, want):
+    with torch.device('meta'): G = AttnNetG(GANConfig(img_size=256, nf=nf, cond_dim=256, z_dim=100), n_res=n_res)
+    assert n_params(G) == want
