@@ -76,3 +76,11 @@ def test_image_equals_official_forward(size):
 def test_parameter_counts_equal_official(nf, n_res, want):
     with torch.device('meta'): G = AttnNetG(GANConfig(img_size=256, nf=nf, cond_dim=256, z_dim=100), n_res=n_res)
     assert n_params(G) == want
+
+
+@pytest.mark.parametrize('ndf, want', [(64, (6_313_730, 19_424_002, 71_858_946)),     # CUB: DF_DIM 64
+                                       (96, (13_304_450, 42_800_258, 160_774_274))])  # COCO: DF_DIM 96
+def test_discriminator_parameter_counts_equal_official(ndf, want):
+    from t2i_nb.backbones.attngan import AttnNetD
+    with torch.device('meta'): got = tuple(n_params(AttnNetD(ndf, 256, s)) for s in (64, 128, 256))
+    assert got == want

@@ -13,7 +13,8 @@ from ..models import GANConfig, check_vec
 
 # %% auto #0
 __all__ = ['CA_DIM', 'GLU', 'conv3x3', 'up_block', 'ResBlock', 'CA_NET', 'INIT_STAGE_G', 'GlobalAttentionGeneral', 'NEXT_STAGE_G',
-           'GET_IMAGE_G', 'n_stages', 'AttnNetG']
+           'GET_IMAGE_G', 'n_stages', 'AttnNetG', 'block3x3_leaky', 'down_block', 'encode_image_by_16times',
+           'D_GET_LOGITS', 'AttnNetD']
 
 # %% ../../nbs/06d_attngan.ipynb #0d7df1b7
 CA_DIM = 100   # AttnGAN's CONDITION_DIM: the size of conditioning augmentation's code (official default)
@@ -140,3 +141,51 @@ class AttnNetG(nn.Module):
             h, att = getattr(self, f'h_net{i}')(h, words, mask)
             imgs.append(getattr(self, f'img_net{i}')(h)); atts.append(att)
         return (imgs, atts, mu, logvar) if return_all else imgs[-1]
+
+# %% ../../nbs/06d_attngan.ipynb #78438c37
+def block3x3_leaky(ni:int, no:int) -> nn.Sequential:
+    return nn.Sequential(conv3x3(ni, no), nn.BatchNorm2d(no), nn.LeakyReLU(0.2))
+
+def down_block(ni:int, no:int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(ni, no, 4, 2, 1, bias=False), nn.BatchNorm2d(no), nn.LeakyReLU(0.2))
+
+def encode_image_by_16times(ndf:int, ch:int=3) -> nn.Sequential:
+    "Image -> `[B, 8 ndf, S/16, S/16]`: four stride-2 convolutions, BatchNorm after all but the first."
+    return nn.Sequential(nn.Conv2d(ch, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+                         nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2),
+                         nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2),
+                         nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2))
+
+class D_GET_LOGITS(nn.Module):
+    "A head: features `[B, 8 ndf, 4, 4]` (and the sentence, if conditional) -> one probability per image."
+    def __init__(self, ndf:int, nef:int, bcondition:bool=False):
+        super().__init__()
+        self.df_dim, self.ef_dim, self.bcondition = ndf, nef, bcondition
+        if bcondition: self.jointConv = block3x3_leaky(ndf * 8 + nef, ndf * 8)
+        self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
+
+    def forward(self, h:Tensor, c:Tensor|None=None) -> Tensor:
+        if self.bcondition and c is not None:
+            h = self.jointConv(torch.cat((h, c.view(-1, self.ef_dim, 1, 1).repeat(1, 1, 4, 4)), 1))
+        return self.outlogits(h).view(-1)
+
+# %% ../../nbs/06d_attngan.ipynb #cacdc827
+class AttnNetD(nn.Module):
+    "The discriminator of the stage at `size` (64, 128 or 256 px): image -> features `[B, 8 ndf, 4, 4]`, with both heads."
+    def __init__(self, ndf:int, nef:int, size:int, ch:int=3):
+        super().__init__()
+        self.size = size
+        self.img_code_s16 = encode_image_by_16times(ndf, ch)
+        if size >= 128: self.img_code_s32 = down_block(ndf * 8, ndf * 16)
+        if size == 128: self.img_code_s32_1 = block3x3_leaky(ndf * 16, ndf * 8)
+        if size == 256:
+            self.img_code_s64 = down_block(ndf * 16, ndf * 32)
+            self.img_code_s64_1, self.img_code_s64_2 = block3x3_leaky(ndf * 32, ndf * 16), block3x3_leaky(ndf * 16, ndf * 8)
+        self.UNCOND_DNET, self.COND_DNET = D_GET_LOGITS(ndf, nef, False), D_GET_LOGITS(ndf, nef, True)
+
+    def forward(self, img:Tensor) -> Tensor:
+        h = self.img_code_s16(img)
+        if self.size >= 128: h = self.img_code_s32(h)
+        if self.size == 128: h = self.img_code_s32_1(h)
+        if self.size == 256: h = self.img_code_s64_2(self.img_code_s64_1(self.img_code_s64(h)))
+        return h
