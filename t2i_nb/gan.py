@@ -190,7 +190,7 @@ def generate(self:T2IGAN, tokens:Tensor, lengths:Tensor, z:Tensor|None=None, net
     z = self.sample_z(len(tokens)) if z is None else z
     return (netG or self.netG)(z, e.s_g, e.words_g, ~e.mask)
 
-# %% ../nbs/07_gan.ipynb #a52920e8
+# %% ../nbs/07_gan.ipynb #13e965f8
 ALIGN_GAMMA = 10.   # DTE alignment: the scale of the cosines (DAMSM's gamma3), a paper constant
 
 def _align_loss(self:T2IGAN, feats:Tensor, s:Tensor, labels:Tensor) -> Tensor:
@@ -204,7 +204,7 @@ def d_loss(self:T2IGAN, batch, grad_scale:float|None=None, step:int|None=None):
     cfg = self.cfg
     reg = step is None or step % cfg.gp_every == 0   # lazy MA-GP: only every gp_every-th step (None: always)
     e = self.embed(tokens, lengths)
-    with torch.no_grad(): fake = self.netG(self.sample_z(len(img)), e.s_g, e.words_g, ~e.mask)
+    with torch.no_grad(): fake = self.backbone.generate(self.sample_z(len(img)), e.s_g, e.words_g, ~e.mask)
     s_d = e.s_d if e.s_d.requires_grad or not reg else e.s_d.detach().requires_grad_(True)  # MA-GP needs dC/ds
     img = img.detach().requires_grad_(reg)
     loss, logs, feats = self.backbone.d_loss(img, fake, s_d, _single(labels), gp_weight=GP_K * cfg.gp_every if reg else 0.,
@@ -240,7 +240,7 @@ def scl_loss(self:T2IGAN, fake:Tensor, tokens:Tensor, lengths:Tensor, labels:Ten
     return contrastive_loss(self.cfg.scl, txt[:n], img[:n], txt[n:], img[n:], labels, head=self.label_head,
                             temperature=SCL_TEMPERATURE)
 
-# %% ../nbs/07_gan.ipynb #67c2b079
+# %% ../nbs/07_gan.ipynb #4b2eead2
 LAMBDA_KL = 1.   # weight of conditioning augmentation's KL term (AttnGAN's), a paper constant
 
 @patch
@@ -249,10 +249,11 @@ def g_loss(self:T2IGAN, batch):
     img, tokens, lengths, labels = batch[:4]
     cfg = self.cfg
     e = self.embed(tokens, lengths)
-    fake = self.netG(self.sample_z(len(img)), e.s_g, e.words_g, ~e.mask)
+    out = self.backbone.generate(self.sample_z(len(img)), e.s_g, e.words_g, ~e.mask)
+    fake = self.backbone.image(out)
     s_d = e.s_d.detach()  # a constant condition: G's loss must not train D's embedding
     damsm = partial(self.damsm_loss, tokens=tokens, lengths=lengths, labels=labels) if self.backbone.uses_damsm else None
-    loss, logs, feats = self.backbone.g_loss(fake, s_d, damsm)
+    loss, logs, feats = self.backbone.g_loss(out, s_d, damsm)
     if self.align is not None:
         al = _align_loss(self, feats, s_d, labels)
         loss = loss + cfg.lambda_align * al; logs['g_align'] = al.detach()

@@ -120,24 +120,33 @@ def ma_gp(netD:nn.Module, netC:nn.Module, img:Tensor, s:Tensor, k:float=GP_K, p:
     img, s = _leaf(img), _leaf(s)
     return ma_gp_from_out(netC(netD(img), s), img, s, k=k, p=p, inv_scale=inv_scale)
 
-# %% ../nbs/06_models.ipynb #6a4941a9
+# %% ../nbs/06_models.ipynb #1cf1cdf8
 class Backbone(nn.Module):
     "What a GAN backbone provides: `netG`, its discriminator(s) and their losses as its paper defines them, and its paper settings."
     name: ClassVar[str] = ''            # the `--backbone` name
     paper: ClassVar[dict] = {}          # the paper's settings: lr_g, lr_d, betas, bs, nf, img_size
     uses_damsm: ClassVar[bool] = False  # its G loss has a DAMSM term (the frozen pre-trained encoders are needed)
+    sizes: ClassVar[tuple] = IMG_SIZES  # the image sizes it makes
     feat_dim: int                       # width of the image features the losses return
 
     def __init__(self, cfg:GANConfig):
         super().__init__()
         self.cfg = cfg
 
-    def d_loss(self, real:Tensor, fake:Tensor, s:Tensor, labels:Tensor|None=None, gp_weight:float=0., inv_scale:float|None=None):
-        "`(loss, logs, real image features)` of one discriminator step."
+    def generate(self, z:Tensor, sent:Tensor, words:Tensor|None=None, mask:Tensor|None=None):
+        "What the losses take from the generator: its image (a multi-stage backbone returns every stage and its own extras)."
+        return self.netG(z, sent, words, mask)
+
+    def image(self, out) -> Tensor:
+        "The final image in `generate`'s output (what SCL, the alignment term and the DAMSM term see)."
+        return out
+
+    def d_loss(self, real:Tensor, fake, s:Tensor, labels:Tensor|None=None, gp_weight:float=0., inv_scale:float|None=None):
+        "`(loss, logs, real image features)` of one discriminator step (`fake`: `generate`'s output, without gradient)."
         raise NotImplementedError
 
-    def g_loss(self, fake:Tensor, s:Tensor, damsm:Callable[[Tensor], Tensor]|None=None):
-        "`(loss, logs, fake image features)` of one generator step."
+    def g_loss(self, fake, s:Tensor, damsm:Callable[[Tensor], Tensor]|None=None):
+        "`(loss, logs, fake image features)` of one generator step (`fake`: `generate`'s output)."
         raise NotImplementedError
 
     def g_parameters(self) -> list: return list(self.netG.parameters())
@@ -185,10 +194,11 @@ class OneWayBackbone(Backbone):
         adv = g_hinge_loss(self.netC(feats, s))
         return adv, {'g_adv': adv.detach()}, feats
 
-# %% ../nbs/06_models.ipynb #d7bec57f
+# %% ../nbs/06_models.ipynb #cd5f0806
 BACKBONES = {'dfgan': 't2i_nb.backbones.dfgan:DFGAN',            # DF-GAN (Tao et al., CVPR 2022)
              'dfgan-mask': 't2i_nb.backbones.dfgan:DFGANMask',   # DF-GAN with mask-gated fusion (this toolkit's former 'ssa')
-             'ssa': 't2i_nb.backbones.ssa:SSA'}                  # SSA-GAN (Liao et al., CVPR 2022)
+             'ssa': 't2i_nb.backbones.ssa:SSA',                  # SSA-GAN (Liao et al., CVPR 2022)
+             'attngan': 't2i_nb.backbones.attngan:AttnGAN'}      # AttnGAN (Xu et al., CVPR 2018)
 
 def get_backbone(name:str) -> type:
     "The backbone class called `name` (its module is imported on first use)."
