@@ -23,7 +23,7 @@ IMG_SIZES = (32, 64, 128, 256)   # output resolutions: 4x4 doubled 3 to 6 times
 # %% ../nbs/06_models.ipynb #a31a8899
 NORMS = ('none', 'batch')     # DF-GAN: normalisation before each fusion
 
-# %% ../nbs/06_models.ipynb #3a08063a
+# %% ../nbs/06_models.ipynb #dc85bbc9
 @dataclass
 class GANConfig(Config):
     "Sizes of the generator and discriminator (read by every backbone; each takes what its architecture has)."
@@ -35,6 +35,8 @@ class GANConfig(Config):
     norm: str = 'none'    # DF-GAN: 'none' (the paper's fusion); 'batch': parameter-free BatchNorm before each fusion (conditional BN)
     d_gate: float = 0.    # initial value of the discriminator's residual gates (DF-GAN, SSA-GAN: 0, the residual branches start switched off)
     nf_d: int = 0         # discriminator base width; 0: the same as `nf` (the papers)
+    n_res: int = 2        # AttnGAN, DM-GAN: residual blocks per refinement stage (R_NUM: 2 on CUB, 3 on COCO)
+    lambda_damsm: float = 0.   # weight of the DAMSM term in G's loss where the backbone has one; 0: the backbone's own (AttnGAN: CUB's 5)
     RETIRED: ClassVar[dict] = dict(arch='dfgan')   # the backbone is `T2IConfig.backbone` now (an old 'ssa' is migrated there)
 
     def __post_init__(self):

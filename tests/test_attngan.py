@@ -74,7 +74,7 @@ def test_image_equals_official_forward(size):
 
 @pytest.mark.parametrize('nf, n_res, want', [(32, 2, 7_084_592), (48, 3, 13_811_456)])   # CUB (bird_attn2.yml), COCO (coco_attn2.yml)
 def test_parameter_counts_equal_official(nf, n_res, want):
-    with torch.device('meta'): G = AttnNetG(GANConfig(img_size=256, nf=nf, cond_dim=256, z_dim=100), n_res=n_res)
+    with torch.device('meta'): G = AttnNetG(GANConfig(img_size=256, nf=nf, cond_dim=256, z_dim=100, n_res=n_res))
     assert n_params(G) == want
 
 
@@ -110,3 +110,19 @@ def test_system_trains_attngan(text):
     for _ in range(5): torch.manual_seed(1); opt_g.zero_grad(); m.g_loss(batch)[0].backward(); opt_g.step()
     assert g_eval() < g0
     with torch.no_grad(): assert m.generate(batch[1], batch[2]).shape == (B, 3, S, S)
+
+
+def test_load_official_attngan(tmp_path):
+    "A released generator file (bare state dict, official keys) loads with its sizes inferred and gives the official image."
+    from t2i_nb.official import load_official
+    set_seed(2)
+    cfg = GANConfig(img_size=128, nf=4, cond_dim=256, z_dim=100, n_res=3)
+    sd = _random_state(AttnNetG(cfg))
+    torch.save(sd, tmp_path/'netG_epoch_600.pth')
+    G = load_official(tmp_path/'netG_epoch_600.pth', 'attngan')
+    assert G.cfg == cfg
+    z, sent, words = torch.randn(2, 100), torch.randn(2, 256), torch.randn(2, 256, 4)
+    mask = torch.tensor([[False] * 4, [False, False, True, True]])
+    torch.manual_seed(5); ours = G(z, sent, words, mask)
+    torch.manual_seed(5); ref = ref_attngan(sd, z, sent, words, mask, 4)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
