@@ -15,7 +15,7 @@ from .core import Config, T2IError
 # %% auto #0
 __all__ = ['IMG_SIZES', 'NORMS', 'GP_K', 'GP_P', 'BACKBONES', 'GANConfig', 'channels', 'n_params', 'check_vec', 'd_hinge_loss',
            'g_hinge_loss', 'mismatch', 'ma_gp_from_out', 'ma_gp', 'Backbone', 'OneWayBackbone', 'get_backbone',
-           'build_backbone', 'layout_params', 'convert_state', 'rename_keys']
+           'build_backbone', 'layout_params', 'bn_layout', 'convert_state', 'rename_keys']
 
 # %% ../nbs/06_models.ipynb #451c87de
 IMG_SIZES = (32, 64, 128, 256)   # output resolutions: 4x4 doubled 3 to 6 times
@@ -213,12 +213,16 @@ def build_backbone(name:str, cfg:GANConfig|dict|None=None) -> Backbone:
     cfg = GANConfig() if cfg is None else GANConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
     return get_backbone(name)(cfg)
 
-# %% ../nbs/06_models.ipynb #2cbc3fb1
+# %% ../nbs/06_models.ipynb #0ee45c56
 _BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
 
 def layout_params(layout:dict[str, tuple]) -> int:
     "Number of parameters in a state-dict layout `{key: shape}` (buffers not counted)."
     return sum(math.prod(shape) for k, shape in layout.items() if not k.endswith(_BUFFERS))
+
+def bn_layout(prefix:str, n:int, affine:bool=True) -> dict[str, tuple]:
+    "The state-dict layout of a `BatchNorm` over `n` channels at `prefix` (`affine=False`: its buffers only)."
+    return ({prefix + 'weight': (n,), prefix + 'bias': (n,)} if affine else {}) | {prefix + b: (() if b == 'num_batches_tracked' else (n,)) for b in _BUFFERS}
 
 def convert_state(sd:dict, layout:dict[str, tuple], rename:Callable[[str], str], what:str) -> dict:
     "`sd` renamed into our keys after checking it against the official `layout`; any difference is a one-line error naming `what` was expected."

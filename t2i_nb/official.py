@@ -13,28 +13,39 @@ from .models import Backbone, get_backbone
 # %% auto #0
 __all__ = ['read_official', 'load_official_backbone', 'load_official']
 
-# %% ../nbs/06c_official.ipynb #50535571
+# %% ../nbs/06c_official.ipynb #08592fc6
 def _what(x) -> str:
     if isinstance(x, dict): return f'a dict with keys {", ".join(map(str, list(x)[:4]))}{", ..." if len(x) > 4 else ""}'
     return f'a {type(x).__name__}'
 
-def read_official(path:str|Path, part:str='netG') -> dict:
-    "The state dict of network `part` in an official checkpoint file (`{'model': {part: ...}}`, `{part: ...}`, or bare for 'netG'; `module.` prefixes dropped)."
-    path = Path(path)
+def _load(path:Path):
+    "The checkpoint file's contents, read with `weights_only=True`; a missing or unreadable file is a one-line error."
     if not path.is_file(): raise T2IError(f'no checkpoint file at {path}')
-    try: ck = torch.load(path, map_location='cpu', weights_only=True)
+    try: return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         first = (str(e).strip().splitlines() or [''])[0][:120]
         raise T2IError(f'{path} cannot be read as a weights-only PyTorch checkpoint ({type(e).__name__}: {first}): '
                        'it is damaged, or it holds more than tensors (files that would run code are never loaded)') from None
+
+def _state_of(ck, part:str) -> dict|None:
+    "Network `part`'s state dict in loaded checkpoint contents `ck` (`module.` prefixes dropped), or None if it holds none."
     sd = ck if part == 'netG' else None   # a bare state dict is a generator (the trainers that save one save G and D apart)
     if isinstance(ck, dict) and isinstance(ck.get('model'), dict) and part in ck['model']: sd = ck['model'][part]
     elif isinstance(ck, dict) and isinstance(ck.get(part), dict): sd = ck[part]
-    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise T2IError(f'{path} holds no {part} state dict: found {_what(ck)}')
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()): return None
     return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in sd.items()}
 
-# %% ../nbs/06c_official.ipynb #6648f99d
+def _need(ck, part:str, path:Path) -> dict:
+    sd = _state_of(ck, part)
+    if sd is None: raise T2IError(f'{path} holds no {part} state dict: found {_what(ck)}')
+    return sd
+
+def read_official(path:str|Path, part:str='netG') -> dict:
+    "The state dict of network `part` in an official checkpoint file (`{'model': {part: ...}}`, `{part: ...}`, or bare for 'netG'; `module.` prefixes dropped)."
+    path = Path(path)
+    return _need(_load(path), part, path)
+
+# %% ../nbs/06c_official.ipynb #0b8679af
 def _convert(cls:type, path:Path, sd:dict, part:str, cfg=None):
     try: return cls.from_official(sd, part=part, cfg=cfg)
     except T2IError as e: raise T2IError(f'{path}: {e} (for --arch {cls.name})') from None
@@ -42,11 +53,12 @@ def _convert(cls:type, path:Path, sd:dict, part:str, cfg=None):
 def load_official_backbone(path:str|Path, arch:str) -> tuple[Backbone, list[str]]:
     "Backbone `arch` with the weights of an official checkpoint: the generator, and the discriminator parts the file also holds; and the parts loaded."
     path, cls = Path(path), get_backbone(arch)
-    cfg, sd = _convert(cls, path, read_official(path, 'netG'), 'netG')
+    ck = _load(path)                                  # read once: the generator and any discriminator parts come from it
+    cfg, sd = _convert(cls, path, _need(ck, 'netG', path), 'netG')
     parts = ['netG']
     for part in list(cls.official_layout(cfg))[1:]:   # the discriminator parts, when the file has them (DF-GAN's and GALIP's do)
-        try: other = read_official(path, part)
-        except T2IError: continue
+        other = _state_of(ck, part)
+        if other is None: continue
         sd |= _convert(cls, path, other, part, cfg)[1]; parts.append(part)
     bb = cls(cfg)
     missing, unexpected = bb.load_state_dict(sd, strict=False)
