@@ -37,6 +37,7 @@ class GANConfig(Config):
     nf_d: int = 0         # discriminator base width; 0: the same as `nf` (the papers)
     n_res: int = 2        # AttnGAN, DM-GAN: residual blocks per refinement stage (R_NUM: 2 on CUB, 3 on COCO)
     lambda_damsm: float = 0.   # weight of the DAMSM term in G's loss where the backbone has one; 0: the backbone's own (AttnGAN: CUB's 5)
+    n_stages: int = 0     # AttnGAN, DM-GAN: stages, each doubling the size; 0: the papers' (the first stage makes 64 px)
     RETIRED: ClassVar[dict] = dict(arch='dfgan')   # the backbone is `T2IConfig.backbone` now (an old 'ssa' is migrated there)
 
     def __post_init__(self):
@@ -47,6 +48,7 @@ class GANConfig(Config):
             v = getattr(self, k)
             if not isinstance(v, int) or v < 1: raise T2IError(f'{k}={v!r} must be a positive integer')
         if not isinstance(self.nf_d, int) or self.nf_d < 0: raise T2IError(f'nf_d={self.nf_d!r} must be 0 (same as nf) or a positive integer')
+        if not isinstance(self.n_stages, int) or self.n_stages < 0: raise T2IError(f'n_stages={self.n_stages!r} must be 0 (the papers\') or a positive integer')
 
     @property
     def n_blocks(self) -> int:
@@ -200,7 +202,8 @@ class OneWayBackbone(Backbone):
 BACKBONES = {'dfgan': 't2i_nb.backbones.dfgan:DFGAN',            # DF-GAN (Tao et al., CVPR 2022)
              'dfgan-mask': 't2i_nb.backbones.dfgan:DFGANMask',   # DF-GAN with mask-gated fusion (this toolkit's former 'ssa')
              'ssa': 't2i_nb.backbones.ssa:SSA',                  # SSA-GAN (Liao et al., CVPR 2022)
-             'attngan': 't2i_nb.backbones.attngan:AttnGAN'}      # AttnGAN (Xu et al., CVPR 2018)
+             'attngan': 't2i_nb.backbones.attngan:AttnGAN',      # AttnGAN (Xu et al., CVPR 2018)
+             'dmgan': 't2i_nb.backbones.dmgan:DMGAN'}            # DM-GAN (Zhu et al., CVPR 2019)
 
 def get_backbone(name:str) -> type:
     "The backbone class called `name` (its module is imported on first use)."
