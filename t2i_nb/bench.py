@@ -42,7 +42,7 @@ def run_bench(what:str, quick:bool=False, **kwargs) -> dict:
             'seconds': round(time.perf_counter() - t0, 2), 'torch': torch.__version__, 'python': platform.python_version(),
             'cpu_threads': torch.get_num_threads(), 'machine': platform.machine(), 'result': res}
 
-# %% ../nbs/12_bench.ipynb #38c02cba
+# %% ../nbs/12_bench.ipynb #18c64031
 def _ints(s:str|None):
     if s is None: return None
     try: return tuple(int(x) for x in str(s).replace(',', ' ').split())
@@ -54,6 +54,9 @@ def t2i_bench(what:Param('Which benchmark: data, pretrain, train or generate', s
               sizes:str=None,         # Image sizes, e.g. "64,256" (data, train, generate)
               bs:int=None,            # Batch size (data, pretrain, train)
               device:str=None,        # Device (default: T2I_DEVICE or the best present)
+              backbone:str=None,      # train: the GAN (dfgan, ssa, attngan, dmgan, dfgan-mask; default dfgan)
+              text:str=None,          # train: the text side (damsm, dte, dte-shared; default damsm)
+              nf:int=None,            # train: network width (default 32, DF-GAN's)
               quick:store_true=False, # Tiny settings: a smoke test in seconds
               out:str=None,           # Also write the JSON result to this file
               json_out:Param('Print the result as one JSON object', store_true)=False):
@@ -62,6 +65,7 @@ def t2i_bench(what:Param('Which benchmark: data, pretrain, train or generate', s
     if device is not None: kw['device'] = str(default_device(device))
     fn = bench_fn(what); accepted = inspect.signature(fn).parameters
     kw = {k: v for k, v in kw.items() if v is not None and k in accepted}
+    kw |= {k: v for k, v in dict(backbone=backbone, text=text, nf=nf).items() if v is not None}   # given for another benchmark: an error
     res = run_bench(what, quick=quick, **kw)
     if out: atomic_write(out, lambda p: p.write_text(json.dumps(res, indent=1)))
     print(json.dumps(res) if json_out else json.dumps(res, indent=1))

@@ -30,7 +30,7 @@ MODEL_ALIASES = {'dfgan': ('dfgan', 'damsm'), 'ssa': ('dfgan-mask', 'damsm'),   
 @dataclass
 class T2IConfig(Config):
     "Everything that defines a T2I GAN of the comparison (saved as `config.json` with every checkpoint)."
-    backbone: str = 'dfgan'       # the GAN: a key of `BACKBONES` ('dfgan', 'ssa', 'dfgan-mask')
+    backbone: str = 'dfgan'       # the GAN: a key of `BACKBONES` ('dfgan', 'ssa', 'dfgan-mask', 'attngan', 'dmgan')
     text: str = 'dte'             # the text side: 'damsm' (frozen, pre-trained) | 'dte' (dual, end to end) | 'dte-shared'
     scl: str = 'none'             # label-guided term in the GAN phase: 'none' | 'supcon' | 'unicl' | 'ce'
     gan: GANConfig = field(default_factory=GANConfig)               # the backbone's sizes
@@ -55,6 +55,8 @@ class T2IConfig(Config):
         if self.is_dte:
             mode = 'shared' if self.text == 'dte-shared' else ('dual-heads' if self.dte.mode == 'shared' else self.dte.mode)
             self.dte = self.dte.replace(mode=mode, emb_dim=self.gan.cond_dim)
+            if get_backbone(self.backbone).reads_words:   # attention reads the words in the sentence's width, as DAMSM's are
+                self.dte = self.dte.replace(nhidden=self.gan.cond_dim)
 
     @property
     def is_dte(self) -> bool: return self.text.startswith('dte')

@@ -44,7 +44,7 @@ def import_official(netG:str|Path, arch:str, encoders:str|Path, out:str|Path) ->
 # %% ../nbs/09a_import.ipynb #3590ca4f
 @call_parse
 @cli_errors
-def t2i_import(arch:str='dfgan',     # Backbone of the checkpoint: dfgan or ssa
+def t2i_import(arch:str='dfgan',     # Backbone of the checkpoint: dfgan, ssa, attngan or dmgan
                netG:str=None,       # The official checkpoint file (DF-GAN's state_epoch_*.pth, SSA-GAN's netG_*.pth, ...)
                encoders:str=None,   # t2i_pretrain run folder with the DAMSM encoders the generator was trained with
                out:str=None):       # Run folder to write

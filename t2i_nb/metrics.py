@@ -14,13 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['INCEPTION_FILES', 'VALUES', 'EVALUATOR_VERSION', 'TRUST_THRESHOLD', 'EVALUATOR_FORMAT', 'FeatureExtractor',
-           'ImageMetrics', 'find_inception_weights', 'InceptionFeatures', 'attribute_heads', 'AttrEvaluator',
-           'attribute_targets', 'render_extra', 'split_tensors', 'EvaluatorConfig', 'predict', 'evaluator_accuracy',
-           'evaluator_size', 'train_evaluator', 'refusal', 'trusted_attributes', 'check_trusted', 'evaluator_key',
-           'builtin_splits', 'save_evaluator', 'load_evaluator', 'get_evaluator', 'asked_attributes',
-           'score_predictions', 'oracle_scores', 'EvaluatorFeatures', 'eval_captions', 'real_images', 'evaluate_run',
-           'eval_markdown', 't2i_eval']
+__all__ = ['INCEPTION_FILES', 'VALUES', 'EVALUATOR_VERSION', 'TRUST_THRESHOLD', 'EVALUATOR_FORMAT', 'DMGAN_PROTOCOL',
+           'FeatureExtractor', 'ImageMetrics', 'find_inception_weights', 'InceptionFeatures', 'attribute_heads',
+           'AttrEvaluator', 'attribute_targets', 'render_extra', 'split_tensors', 'EvaluatorConfig', 'predict',
+           'evaluator_accuracy', 'evaluator_size', 'train_evaluator', 'refusal', 'trusted_attributes', 'check_trusted',
+           'evaluator_key', 'builtin_splits', 'save_evaluator', 'load_evaluator', 'get_evaluator', 'asked_attributes',
+           'score_predictions', 'oracle_scores', 'EvaluatorFeatures', 'other_class_draws', 'r_precision_dmgan',
+           'eval_captions', 'real_images', 'evaluate_run', 'eval_markdown', 't2i_eval']
 
 # %% ../nbs/10_metrics.ipynb #1615ff52
 from fastcore.script import call_parse, store_true
@@ -438,6 +438,86 @@ class EvaluatorFeatures(FeatureExtractor):
         joint = F.log_softmax(out['shape'], 1)[:, :, None] + F.log_softmax(out['colour'], 1)[:, None, :]
         return f, joint.flatten(1)      # class index shape * 10 + colour, as shapes.class_index
 
+# %% ../nbs/10_metrics.ipynb #47d42b06
+def _as_keys(labels, n:int) -> torch.Tensor:
+    "Labels as one integer key per row (as `pretrain.label_keys`); None: every row its own key."
+    if labels is None: return torch.arange(n)
+    from t2i_nb.pretrain import label_keys
+    keys = label_keys(labels)
+    if len(keys) != n: raise T2IError(f'{len(keys)} labels for {n} rows')
+    return keys
+
+def other_class_draws(labels, pool_labels, n_draws:int=99, pool_groups=None, seed:int=0) -> torch.Tensor:
+    "`long[N, n_draws]` rows of the pool: for each query label, a group (image) of another class, uniformly with replacement, then one of its rows (caption)."
+    q, p = torch.as_tensor(labels).long(), torch.as_tensor(pool_labels).long()
+    grp = torch.arange(len(p)) if pool_groups is None else torch.as_tensor(pool_groups).long()
+    if len(grp) != len(p): raise T2IError(f'{len(grp)} pool groups for {len(p)} pool rows')
+    order = torch.argsort(grp, stable=True)                       # the pool's rows, group by group
+    gid, first, count = torch.unique_consecutive(grp[order], return_inverse=True, return_counts=True)
+    start = torch.cumsum(count, 0) - count                        # each group's first row in `order`
+    glab = p[order][start]                                        # one label per group (its first row's)
+    if (p[order] != glab[first]).any(): raise T2IError('every pool group (image) must have one label: its captions disagree')
+    by_lab = torch.argsort(glab, stable=True)                     # groups sorted by label: each label is a block
+    lab_sorted = glab[by_lab]
+    lo, hi = torch.searchsorted(lab_sorted, q), torch.searchsorted(lab_sorted, q, right=True)
+    n_other = len(gid) - (hi - lo)                                # groups of another label, per query
+    if len(q) and int(n_other.min()) == 0:
+        i = int(n_other.argmin())
+        raise T2IError(f'R-precision (DM-GAN) needs captions of another class: all {len(p)} pool captions share the class of item {i}')
+    g = torch.Generator().manual_seed(seed)
+    u = (torch.rand(len(q), n_draws, generator=g, dtype=torch.float64) * n_other[:, None]).long().clamp_max(n_other[:, None] - 1)
+    u = torch.where(u >= lo[:, None], u + (hi - lo)[:, None], u)   # skip the block of the query's own label
+    grp_pick = by_lab[u]
+    r = (torch.rand(len(q), n_draws, generator=g, dtype=torch.float64) * count[grp_pick]).long().clamp_max(count[grp_pick] - 1)
+    return order[start[grp_pick] + r]
+
+# %% ../nbs/10_metrics.ipynb #e9c1540f
+def _min_other(qk:torch.Tensor, pk:torch.Tensor) -> int:
+    "The fewest pool rows of another class that any query has to draw from."
+    ps = torch.sort(pk).values
+    return int((len(pk) - (torch.searchsorted(ps, qk, right=True) - torch.searchsorted(ps, qk))).min())
+
+def r_precision_dmgan(img_codes:torch.Tensor, txt_codes:torch.Tensor, labels=None, pool:torch.Tensor|None=None,
+                      pool_labels=None, pool_groups=None, n_candidates:int=100, n_folds:int=10, seed:int=0,
+                      off_by_one:bool=False, chunk:int=256) -> dict:
+    "R-precision by DM-GAN's protocol: image i's code vs its own caption's code and `n_candidates - 1` caption codes of another class drawn from `pool` (default: the rows of `txt_codes`); `mean`/`std` over `n_folds` folds of `len // n_folds` shuffled images."
+    img, txt = torch.as_tensor(img_codes), torch.as_tensor(txt_codes)
+    if img.ndim != 2 or img.shape != txt.shape: raise T2IError(f'image codes {tuple(img.shape)} and caption codes {tuple(txt.shape)} must both be [N, D]')
+    N = len(img)
+    if N == 0: raise T2IError('R-precision needs at least one image')
+    if n_candidates < 2: raise T2IError(f'n_candidates must be at least 2 (the true caption and a mismatched one), got {n_candidates}')
+    if pool is None:
+        if pool_labels is not None or pool_groups is not None: raise T2IError('pool_labels and pool_groups describe a pool: pass pool too')
+        pool, keys = txt, _as_keys(labels, N)
+        qk, pk = keys, keys
+    else:
+        pool = torch.as_tensor(pool)
+        if pool.ndim != 2 or pool.shape[1] != img.shape[1]: raise T2IError(f'pool codes {tuple(pool.shape)} must be [M, {img.shape[1]}]')
+        if (labels is None) != (pool_labels is None): raise T2IError('with a separate pool, give both labels and pool_labels (or neither)')
+        if labels is None: qk, pk = torch.arange(N), torch.arange(N, N + len(pool))   # no labels: every pool caption is of another image
+        else:
+            both = (torch.cat([torch.as_tensor(labels), torch.as_tensor(pool_labels)]) if torch.as_tensor(labels).ndim == 1
+                    else torch.cat([torch.as_tensor(labels).float(), torch.as_tensor(pool_labels).float()]))
+            keys = _as_keys(both, N + len(pool))
+            qk, pk = keys[:N], keys[N:]
+    draws = other_class_draws(qk, pk, n_candidates - 1, pool_groups, seed)            # [N, K-1] rows of the pool
+    dev = img.device
+    img_n, txt_n, pool_n = (F.normalize(t.float().to(dev), dim=1) for t in (img, txt, pool))
+    draws, hits = draws.to(dev), []
+    for i in range(0, N, chunk):                                  # candidates: the true caption first, then the mismatched ones
+        cand = torch.cat([txt_n[i:i + chunk, None], pool_n[draws[i:i + chunk]]], 1)
+        sims = torch.einsum('nd,nkd->nk', img_n[i:i + chunk], cand)
+        hits.append(sims.argmax(1) == 0)                          # torch.argmax: the first of equal maxima, so a tie is a hit
+    hits = torch.cat(hits).cpu().double()
+    k = min(n_folds, N)
+    size = N // k
+    if off_by_one and size < 2: raise T2IError(f'off_by_one drops one image per fold: {N} images in {k} folds leave folds of {size}')
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed + 1))
+    folds = hits[perm][:k * size].view(k, size)[:, :size - 1 if off_by_one else size].mean(1)
+    return {'mean': float(folds.mean()), 'std': float(folds.std(unbiased=False)), 'folds': folds.tolist(), 'fold_size': size,
+            'n_folds': k, 'n': N, 'n_candidates': n_candidates, 'off_by_one': off_by_one,
+            'min_other': _min_other(qk, pk)}
+
 # %% ../nbs/10_metrics.ipynb #a221c2f3
 from .core import save_grid
 from .data import Vocab, dataset_root, load_dataset, held_out_split, load_size, DEFAULT_ROOTS
@@ -477,12 +557,40 @@ def _encoders(run_dir:Path, encoders:str|Path|None, dev):
     text, img, vocab, _ = load_pretrained(src, device=dev)
     return (text, img, vocab, src), None
 
+DMGAN_PROTOCOL = ('DM-GAN trainer.py::sampling: the true caption vs 99 captions drawn with replacement from all held-out captions '
+                  'of another class (COCO-style sets: of another image); a hit if the true caption ranks first (ties count); '
+                  'mean and std over 10 folds of N // 10 shuffled images')
+
+def _caption_pool(ds:CaptionDataset, text_enc:nn.Module, vocab:Vocab, bs:int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    "Sentence codes of every caption of `ds` that `vocab` can read, and the item index of each."
+    pairs = [(i, c) for i, s in enumerate(ds.items) for c in s.captions if vocab.encode(c)]
+    codes = []
+    for k in range(0, len(pairs), bs):
+        t, l = vocab.encode_batch([c for _, c in pairs[k:k + bs]])
+        codes.append(text_enc(t.to(dev), l.to(dev))[1].float().cpu())
+    return torch.cat(codes), torch.tensor([i for i, _ in pairs])
+
+def _r_precision_dmgan(acc:dict, caps:list, real_pairs:list, ds:CaptionDataset, damsm:tuple, bs:int, dev, seed:int) -> dict:
+    "`r_precision_dmgan` of the generated and the real images, the pool being every held-out caption."
+    pool, pool_items = _caption_pool(ds, damsm[0], damsm[2], max(bs, 256), dev)
+    key = (lambda idx: torch.as_tensor(idx)) if ds.multi_label else (lambda idx: _labels(ds, idx))   # COCO-style: another image
+    out = {'n_folds': {}, 'fold_size': {}, 'min_other': None}
+    for which, pairs in (('generated', caps), ('real', real_pairs)):
+        a = acc['fake' if which == 'generated' else 'real']
+        r = r_precision_dmgan(torch.cat(a['img']), torch.cat(a['txt']), key([i for i, _ in pairs]), pool, key(pool_items.tolist()),
+                              pool_items, seed=seed)
+        out[which], out[f'{which}_std'] = r['mean'], r['std']
+        out['n_folds'][which], out['fold_size'][which] = r['n_folds'], r['fold_size']
+        out['min_other'] = r['min_other'] if out['min_other'] is None else min(out['min_other'], r['min_other'])
+    return out | {'n_candidates': 100, 'pool_captions': len(pool), 'mismatch': 'another image' if ds.multi_label else 'another class',
+                  'off_by_one': False, 'encoders': str(damsm[3]), 'protocol': DMGAN_PROTOCOL}
+
 @torch.no_grad()
 def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, seed:int=0,
                  inception_weights:str|Path|None=None, encoders:str|Path|None=None, root:str|Path|None=None,
                  evaluator_cfg:EvaluatorConfig|None=None, threshold:float=TRUST_THRESHOLD, oracle:bool=True,
                  write:bool=True, log:Callable|None=_log_stderr) -> dict:
-    "FID/KID/IS, the oracle and R-precision of a `t2i_train` run folder; writes `eval.json` and `eval.md` there."
+    "FID/KID/IS, the oracle and R-precision (ours and DM-GAN's) of a `t2i_train` run folder; writes `eval.json` and `eval.md` there."
     from t2i_nb.train import load_run, check_run_dir
     t_start, run_dir, log = time.perf_counter(), Path(run_dir), log or (lambda *a: None)
     if n_samples < 2: raise T2IError(f'--n_samples must be at least 2 (FID needs two images), got {n_samples}')
@@ -565,6 +673,8 @@ def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, 
             mean, std = r_precision(torch.cat(a['img']), torch.cat(a['txt']), _labels(test_ds, n_items), seed=seed)
             rp[which], rp[f'{which}_std'] = mean, std
         res['r_precision'] = rp | {'encoders': str(damsm[3]), 'n_neg': 99}
+        try: res['r_precision_dmgan'] = _r_precision_dmgan(acc, caps, real_pairs, test_ds, damsm, bs, dev, seed)
+        except T2IError as e: notes.append(f'R-precision by the DM-GAN protocol skipped: {e}')
     res |= {'notes': notes, 'generate_seconds': round(gen_s, 1), 'seconds': round(time.perf_counter() - t_start, 1)}
     if write:
         atomic_write(run_dir/'eval.json', lambda p: p.write_text(json.dumps(res, indent=1)))
@@ -597,6 +707,10 @@ def eval_markdown(res:dict) -> str:
     rp = res.get('r_precision')
     if rp: L.append(f"| R-precision | {_f(rp['generated'], True)} +- {_f(rp['generated_std'], True)} | "
                     f"{_f(rp['real'], True)} +- {_f(rp['real_std'], True)} | 1 true vs 99 mismatched captions |")
+    rd = res.get('r_precision_dmgan')
+    if rd: L.append(f"| R-precision, DM-GAN protocol | {_f(rd['generated'], True)} +- {_f(rd['generated_std'], True)} | "
+                    f"{_f(rd['real'], True)} +- {_f(rd['real_std'], True)} | 1 true vs {rd['n_candidates'] - 1} captions of "
+                    f"{rd['mismatch']} from all {rd['pool_captions']} held-out captions; folds of {rd['fold_size']['generated']} |")
     if o:
         for k, v in o['generated'].items():   # where an attribute fails: its accuracy for each value asked
             if v.get('by_value') and k in ('shape', 'position'):
@@ -605,6 +719,9 @@ def eval_markdown(res:dict) -> str:
         L += ['', f"Oracle evaluator ({o['evaluator']['img_size']} px) on the real {res['split']} images: {acc} "
                   f"(figures reported for attributes >= {o['evaluator']['threshold']:.0%}). Only the attributes a caption "
                   'mentions are scored.']
+    if rp and rd: L += ['', 'R-precision: ours draws the mismatched captions from the evaluated captions (another label), DM-GAN\'s '
+                          'protocol, that of the published figures, from every held-out caption (another class; COCO-style sets: '
+                          'another image) and counts ties as hits (`t2i_nb.metrics.r_precision_dmgan`).']
     if res.get('notes'): L += ['', 'Notes:', ''] + [f'- {n}' for n in res['notes']]
     return '\n'.join(L) + '\n'
 

@@ -37,7 +37,8 @@ class GANConfig(Config):
     nf_d: int = 0         # discriminator base width; 0: the same as `nf` (the papers)
     n_res: int = 2        # AttnGAN, DM-GAN: residual blocks per refinement stage (R_NUM: 2 on CUB, 3 on COCO)
     lambda_damsm: float = 0.   # weight of the DAMSM term in G's loss where the backbone has one; 0: the backbone's own (AttnGAN: CUB's 5)
-    n_stages: int = 0     # AttnGAN, DM-GAN: stages, each doubling the size; 0: the papers' (the first stage makes 64 px)
+    n_stages: int = 0     # AttnGAN, DM-GAN: stages, each doubling the size; 0: the papers' (the first makes 64 px; below 64 px, two stages)
+    official_mask: bool = False   # AttnGAN, DM-GAN: tile the padding mask as the official code does (its issue 93; imported weights)
     RETIRED: ClassVar[dict] = dict(arch='dfgan')   # the backbone is `T2IConfig.backbone` now (an old 'ssa' is migrated there)
 
     def __post_init__(self):
@@ -130,6 +131,7 @@ class Backbone(nn.Module):
     name: ClassVar[str] = ''            # the `--backbone` name
     paper: ClassVar[dict] = {}          # the paper's settings: lr_g, lr_d, betas, bs, nf, img_size
     uses_damsm: ClassVar[bool] = False  # its G loss has a DAMSM term (the frozen pre-trained encoders are needed)
+    reads_words: ClassVar[bool] = False # its generator attends to the word features (so they are `cond_dim` wide)
     sizes: ClassVar[tuple] = IMG_SIZES  # the image sizes it makes
     feat_dim: int                       # width of the image features the losses return
 

@@ -189,7 +189,7 @@ def r_precision_hits(img_feats:torch.Tensor, txt_feats:torch.Tensor, neg_idx:tor
     return torch.cat(hits).cpu()
 
 def r_precision(img_feats:torch.Tensor, txt_feats:torch.Tensor, labels, n_neg:int=99, n_folds:int=10, seed:int=0) -> tuple[float, float]:
-    "AttnGAN/DM-GAN R-precision (R=1) of row-aligned image and caption features: `(mean, std)` over `n_folds` groups."
+    "R-precision (R=1) of row-aligned image and caption features, `(mean, std)` over `n_folds` groups: 99 mismatches among the evaluated captions, ties count as misses (DM-GAN's exact protocol: `metrics.r_precision_dmgan`)."
     hits = r_precision_hits(img_feats, txt_feats, mismatched_indices(labels, n_neg, seed)).numpy().astype(float)
     hits = hits[np.random.default_rng(seed).permutation(len(hits))]
     folds = [f.mean() for f in np.array_split(hits, min(n_folds, len(hits)))]

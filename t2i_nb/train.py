@@ -29,7 +29,7 @@ from .engine import (PRECISIONS, CKPT_NAME, AMP, EMA, GANTrainer, NonFiniteLoss,
 __all__ = ['PRESETS', 'TrainConfig', 'get_preset', 'sample_captions', 'encoder_config', 'build_system', 'train', 'check_run_dir',
            'Run', 'load_run', 'newest_run', 'bench_train', 'apply_overrides', 't2i_train']
 
-# %% ../nbs/09_train.ipynb #1cacdbbd
+# %% ../nbs/09_train.ipynb #e30347aa
 @dataclass
 class TrainConfig(Config):
     "A GAN training run: data, budget, optimisation, precision, and the networks in `net` (a `T2IConfig`)."
@@ -55,7 +55,7 @@ class TrainConfig(Config):
     pretrain_epochs: int = 10        # epochs of that pre-training
     pretrain_lr: float = 2e-4        # its Adam learning rate (DAMSM's 2e-4)
     net: T2IConfig = field(default_factory=T2IConfig)
-    RETIRED: ClassVar[dict] = dict(betas=(0., 0.9))   # Adam's betas are DF-GAN's, a paper constant of `gan_learner`
+    RETIRED: ClassVar[dict] = dict(betas=(0., 0.9))   # Adam's betas are the backbone's (its `paper` settings), not a run setting
 
     def __post_init__(self):
         if isinstance(self.net, dict): self.net = T2IConfig.from_dict(self.net, _path='net')
@@ -83,16 +83,26 @@ class TrainConfig(Config):
         "SCL's label term and a backbone's DAMSM term read generated images with the pre-trained image encoder."
         return self.net.scl != 'none' or get_backbone(self.net.backbone).uses_damsm
 
-# %% ../nbs/09_train.ipynb #200a5991
-def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, norm='none', d_gate=0., nf_d=0, **kw) -> T2IConfig:
-    return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim, norm=norm, d_gate=d_gate, nf_d=nf_d), **kw)
+# %% ../nbs/09_train.ipynb #eaecc2cc
+_GAN_KEYS = ('img_size', 'nf', 'z_dim', 'cond_dim', 'norm', 'd_gate', 'nf_d', 'n_res', 'lambda_damsm', 'n_stages')
 
-def _paper(name:str, backbone:str, dataset:str, epochs:int, pretrain_epochs:int, **net) -> TrainConfig:
-    "A paper preset: the backbone's published optimisation, batch, width and size (its `paper` settings) on `dataset`."
+def _net(img_size=256, nf=32, z_dim=100, cond_dim=256, **kw) -> T2IConfig:
+    gan = {k: kw.pop(k) for k in _GAN_KEYS if k in kw}
+    return T2IConfig(gan=GANConfig(img_size=img_size, nf=nf, z_dim=z_dim, cond_dim=cond_dim, **gan), **kw)
+
+def _paper(name:str, backbone:str, dataset:str, epochs:int, pretrain_epochs:int, bs:int|None=None, **net) -> TrainConfig:
+    "A paper preset: the backbone's published optimisation, batch, widths and size (its `paper` settings, `bs` and `net` where the data set's configuration differs) on `dataset`."
     p = get_backbone(backbone).paper
-    return TrainConfig(preset=name, dataset=dataset, bs=p['bs'], steps=0, epochs=epochs, lr_g=p['lr_g'], lr_d=p['lr_d'], ckpt_every=2000,
-                       workers=8, channels_last=True, pretrain_epochs=pretrain_epochs,
-                       net=_net(img_size=p['img_size'], nf=p['nf'], backbone=backbone, **net))
+    net = dict(img_size=p['img_size'], nf=p['nf'], nf_d=p.get('nf_d', 0)) | net
+    return TrainConfig(preset=name, dataset=dataset, bs=bs or p['bs'], steps=0, epochs=epochs, lr_g=p['lr_g'], lr_d=p['lr_d'], ckpt_every=2000,
+                       workers=8, channels_last=True, pretrain_epochs=pretrain_epochs, net=_net(backbone=backbone, **net))
+
+def _cpu(name:str, backbone:str, steps:int, **net) -> TrainConfig:
+    "A multi-stage backbone's CPU preset on the built-in shapes: two stages (16 and 32 px), cpu-quick's sizes and encoders, the paper's optimisation."
+    p = get_backbone(backbone).paper
+    return TrainConfig(preset=name, dataset='shapes', n_images=2000, bs=32, steps=steps, ckpt_every=500, lr_g=p['lr_g'], lr_d=p['lr_d'],
+                       pretrain_epochs=90, pretrain_lr=1e-3, precision='auto',
+                       net=_net(img_size=32, nf=16, nf_d=16, z_dim=64, cond_dim=128, backbone=backbone, text='damsm', scl='none', **net))
 
 PRESETS = {
     # offline demonstration on two CPU cores (about 14 minutes, see the measured run below)
@@ -109,6 +119,14 @@ PRESETS = {
     'coco-256': _paper('coco-256', 'dfgan', 'coco', 290, 120, text='dte', scl='supcon'),      # DF-GAN: coco.yml
     'ssa-cub-256': _paper('ssa-cub-256', 'ssa', 'cub', 600, 600, text='damsm'),               # SSA-GAN: bird.yml
     'ssa-coco-256': _paper('ssa-coco-256', 'ssa', 'coco', 120, 120, text='damsm'),            # SSA-GAN: coco.yml
+    # AttnGAN: bird_attn2.yml / coco_attn2.yml; DM-GAN: bird_DMGAN.yml / coco_DMGAN.yml (DAMSM: 200 epochs on CUB, 100 on COCO)
+    'attngan-cub-256': _paper('attngan-cub-256', 'attngan', 'cub', 600, 200, text='damsm'),
+    'attngan-coco-256': _paper('attngan-coco-256', 'attngan', 'coco', 120, 100, bs=14, text='damsm', nf=48, nf_d=96, n_res=3, lambda_damsm=50.),
+    'dmgan-cub-256': _paper('dmgan-cub-256', 'dmgan', 'cub', 800, 200, text='damsm'),
+    'dmgan-coco-256': _paper('dmgan-coco-256', 'dmgan', 'coco', 200, 100, bs=16, text='damsm', n_res=3, lambda_damsm=50.),
+    # the multi-stage backbones on two CPU cores (the figures of their runs are in nbs/tutorials/)
+    'attngan-cpu': _cpu('attngan-cpu', 'attngan', 3000),
+    'dmgan-cpu': _cpu('dmgan-cpu', 'dmgan', 3000),
 }
 
 def get_preset(name:str) -> TrainConfig:
@@ -133,7 +151,7 @@ def encoder_config(cfg:TrainConfig, root:str|Path|None=None, scl:str|None=None, 
                           image_encoder='cnn' if cfg.dataset.startswith('shapes') else None,
                           valid_every=0)   # the held-out scores after the last epoch are all t2i_train reports
 
-# %% ../nbs/09_train.ipynb #170c126f
+# %% ../nbs/09_train.ipynb #86e07eaa
 def _encoders_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:bool):
     "`(text_encoder, image_encoder, vocab)`: from `cfg.encoders`, the run's `encoders/`, or a quick pre-training here."
     from t2i_nb.pretrain import pretrain, load_pretrained
@@ -152,9 +170,10 @@ def _encoders_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:boo
     return text, img, vocab
 
 def _resolve_net(cfg:TrainConfig, vocab:Vocab, text_encoder) -> TrainConfig:
-    "Fill in what the data and the encoders decide: vocabulary size, baseline's condition size."
+    "Fill in what the data and the encoders decide: vocabulary size, the condition size of a frozen text side (and of words a backbone attends to)."
     net = cfg.net.replace(dte=cfg.net.dte.replace(ntoken=len(vocab)))
-    if not net.is_dte and text_encoder is not None and text_encoder.out_dim != net.gan.cond_dim:
+    words_from_damsm = net.text_init == 'damsm' and get_backbone(net.backbone).reads_words   # a DTE copy of the encoder gives its words
+    if (not net.is_dte or words_from_damsm) and text_encoder is not None and text_encoder.out_dim != net.gan.cond_dim:
         net = net.replace(gan=net.gan.replace(cond_dim=text_encoder.out_dim))
     return cfg.replace(net=net)
 
@@ -165,7 +184,7 @@ def build_system(cfg:TrainConfig, text_encoder=None, image_encoder=None, device=
     system = T2IGAN(cfg.net, text_encoder if cfg.needs_encoders else None, image_encoder if cfg.needs_image_encoder else None, n_classes)
     return system.to(torch.device(device) if device is not None else default_device())
 
-# %% ../nbs/09_train.ipynb #78c60fe4
+# %% ../nbs/09_train.ipynb #c58216ef
 def _print_epochs(learn:Learner, log, total:int):
     "One printed line per epoch (instead of progress bars, for logs and pipes)."
     def line(rec): log(f'step {learn.gan_trainer.step}/{total}  ' + metric_line(learn.recorder.metric_names, rec))
@@ -206,7 +225,7 @@ def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=
     broadcast_state(system)
     if rank: torch.manual_seed(cfg.seed + 1_000_003 * rank)   # each process its own noise
     if progress is None: progress = rank == 0 and sys.stdout.isatty()
-    learn = gan_learner(dls, system, run_dir, cfg.lr_g, cfg.lr_d, n_critic=cfg.n_critic, ema_decay=cfg.ema_decay,
+    learn = gan_learner(dls, system, run_dir, cfg.lr_g, cfg.lr_d, betas=get_backbone(cfg.net.backbone).paper['betas'], n_critic=cfg.n_critic, ema_decay=cfg.ema_decay,
                         precision=cfg.precision, ckpt_every=cfg.ckpt_every, samples=sample_captions(test_ds, vocab, cfg.n_samples),
                         seed=cfg.seed, channels_last=cfg.channels_last, compile=cfg.compile, config=cfg.to_dict(), vocab=vocab,
                         progress=bool(progress))
@@ -273,7 +292,7 @@ def newest_run(runs_dir:str|Path='runs') -> Path:
     if not found: raise T2IError(f'no trained run under {runs_dir}/ (no folder with a {CKPT_NAME}): train one with t2i_train, or pass --run DIR')
     return max(found, key=lambda p: (p/CKPT_NAME).stat().st_mtime_ns)
 
-# %% ../nbs/09_train.ipynb #336a7037
+# %% ../nbs/09_train.ipynb #d5311eba
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
@@ -309,7 +328,8 @@ def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32,
         b = bs or {32: 32, 64: 32, 128: 16, 256: 8}.get(size, 16)
         batch = _bench_batch(b, size, dev, seed=seed)
         sysp = _bench_system(size, nf, backbone, text, dev, seed=seed)        # plain loop: the textbook GAN step, fp32, eager
-        og, od = (torch.optim.Adam(ps, lr=lr, betas=(0., 0.9)) for ps, lr in ((sysp.g_parameters(), 1e-4), (sysp.d_parameters(), 4e-4)))
+        p = get_backbone(backbone).paper                                       # the backbone's own Adam settings, in both loops
+        og, od = (torch.optim.Adam(ps, lr=lr, betas=p['betas']) for ps, lr in ((sysp.g_parameters(), p['lr_g']), (sysp.d_parameters(), p['lr_d'])))
         def plain():
             ld, _ = sysp.d_loss(batch); od.zero_grad(); ld.backward(); od.step()
             lg, _ = sysp.g_loss(batch); og.zero_grad(); lg.backward(); og.step()
@@ -317,7 +337,7 @@ def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32,
         del sysp, og, od
         syse = _bench_system(size, nf, backbone, text, dev, seed=seed)        # the engine: AMP, channels-last, fused Adam, EMA
         if cl: syse.to(memory_format=torch.channels_last)
-        tr, ema = GANTrainer(syse, AMP(precision, dev), channels_last=cl), EMA(syse.netG)
+        tr, ema = GANTrainer(syse, AMP(precision, dev), p['lr_g'], p['lr_d'], p['betas'], channels_last=cl), EMA(syse.netG)
         def engine(): tr.train_step(batch); ema.update(syse.netG)
         t_eng = _time(engine, steps, warmup, dev)
         out['sizes'][size] = {'bs': b, 'precision': tr.mp.mode, 'channels_last': cl, 'plain_img_s': round(b / t_plain, 2),
@@ -362,11 +382,11 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
     if gan: net = net.replace(gan=net.gan.replace(**gan))
     return cfg.replace(net=net, **top)
 
-# %% ../nbs/09_train.ipynb #fa3a1374
+# %% ../nbs/09_train.ipynb #ddd84a0f
 @call_parse
 @cli_errors
-def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo on 2 CPU cores), or a paper's: cub-256, coco-256 (DF-GAN), ssa-cub-256, ssa-coco-256
-              backbone:str=None,           # The GAN: dfgan, ssa or dfgan-mask (default: the preset's)
+def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo on 2 CPU cores), attngan-cpu, dmgan-cpu, or a paper's: cub-256, coco-256 (DF-GAN), ssa-, attngan-, dmgan-cub-256 / -coco-256
+              backbone:str=None,           # The GAN: dfgan, ssa, attngan, dmgan or dfgan-mask (default: the preset's)
               text:str=None,               # Text side: damsm (frozen, pre-trained), dte (dual embeddings, end to end) or dte-shared (default: the preset's)
               scl:str=None,                # Label-guided loss in the GAN phase: none, supcon, unicl or ce (default: the preset's)
               model:str=None,              # Old name for a backbone and text side: dfgan, dte, dte-shared, or ssa (= --backbone dfgan-mask --text damsm)

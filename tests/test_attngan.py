@@ -60,7 +60,7 @@ def _random_state(G):
 @pytest.mark.parametrize('size', [64, 128, 256])
 def test_image_equals_official_forward(size):
     set_seed(0)
-    cfg = GANConfig(img_size=size, nf=4, cond_dim=256, z_dim=100)
+    cfg = GANConfig(img_size=size, nf=4, cond_dim=256, z_dim=100, official_mask=True)
     G = AttnNetG(cfg).eval()
     sd = _random_state(G)
     G.load_state_dict(sd)
@@ -116,7 +116,7 @@ def test_load_official_attngan(tmp_path):
     "A released generator file (bare state dict, official keys) loads with its sizes inferred and gives the official image."
     from t2i_nb.official import load_official
     set_seed(2)
-    cfg = GANConfig(img_size=128, nf=4, cond_dim=256, z_dim=100, n_res=3)
+    cfg = GANConfig(img_size=128, nf=4, cond_dim=256, z_dim=100, n_res=3, official_mask=True)
     sd = _random_state(AttnNetG(cfg))
     torch.save(sd, tmp_path/'netG_epoch_600.pth')
     G = load_official(tmp_path/'netG_epoch_600.pth', 'attngan')

@@ -23,7 +23,7 @@ def data(tmp_path_factory):
     return root, enc
 
 
-@pytest.mark.parametrize('backbone, text, scl', list(product(('dfgan', 'ssa'), ('damsm', 'dte', 'dte-shared'), ('none', 'supcon', 'unicl', 'ce'))))
+@pytest.mark.parametrize('backbone, text, scl', list(product(('dfgan', 'ssa', 'attngan', 'dmgan'), ('damsm', 'dte', 'dte-shared'), ('none', 'supcon', 'unicl', 'ce'))))
 def test_every_combination_trains(backbone, text, scl, data, tmp_path):
     root, enc = data
     t2i_train(out=str(tmp_path/'r'), root=str(root), steps=2, backbone=backbone, text=text, scl=scl, encoders=str(enc), **TINY)

@@ -69,7 +69,7 @@ def _dm_state(G):
 @pytest.mark.parametrize('size', [64, 128, 256])
 def test_image_equals_official_forward(size):
     set_seed(0)
-    G = DMNetG(GANConfig(img_size=size, nf=4, cond_dim=256, z_dim=100)).eval()
+    G = DMNetG(GANConfig(img_size=size, nf=4, cond_dim=256, z_dim=100, official_mask=True)).eval()
     sd = _dm_state(G)
     G.load_state_dict(sd)
     z, sent, words = torch.randn(3, 100), torch.randn(3, 256), torch.randn(3, 256, 7)
@@ -96,7 +96,7 @@ def test_load_official_dmgan(tmp_path):
     "A released generator file (bare state dict, official keys) loads with its sizes inferred and gives the official image."
     from t2i_nb.official import load_official
     set_seed(2)
-    cfg = GANConfig(img_size=128, nf=4, cond_dim=256, z_dim=100, n_res=3)
+    cfg = GANConfig(img_size=128, nf=4, cond_dim=256, z_dim=100, n_res=3, official_mask=True)
     sd = _dm_state(DMNetG(cfg))
     torch.save(sd, tmp_path/'bird_DMGAN.pth')
     G = load_official(tmp_path/'bird_DMGAN.pth', 'dmgan')
@@ -126,3 +126,17 @@ def test_discriminators_are_spectral_normalised():
     for m in sn:
         sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
         assert 0.8 < sigma < 1.2
+
+
+@pytest.mark.parametrize('cls', [AttnNetG, DMNetG])
+def test_own_mask_keeps_an_image_independent_of_its_batch(cls):
+    "With each caption's own padding mask (the default for networks trained here) a caption's image does not depend on the other captions' lengths; the official tiling does."
+    set_seed(0)
+    z, sent, words = torch.randn(3, 8), torch.randn(3, 16), torch.randn(3, 16, 6)
+    a = torch.tensor([[False] * 6, [False] * 4 + [True] * 2, [False] * 2 + [True] * 4])
+    b = a.clone(); b[2] = False                                   # only the third caption's length differs
+    for official in (False, True):
+        G = cls(GANConfig(img_size=32, nf=4, cond_dim=16, z_dim=8, official_mask=official)).eval()
+        torch.manual_seed(1); ia = G(z, sent, words, a)
+        torch.manual_seed(1); ib = G(z, sent, words, b)
+        assert torch.equal(ia[0], ib[0]) != official

@@ -100,13 +100,13 @@ class GlobalAttentionGeneral(nn.Module):
         context = torch.bmm(source_t, attn).view(B, -1, ih, iw)
         return context, attn.reshape(B, T, ih, iw)
 
-# %% ../../nbs/06d_attngan.ipynb #2fa10753
+# %% ../../nbs/06d_attngan.ipynb #c9b0ccae
 class NEXT_STAGE_G(nn.Module):
     "Refinement stage: attention over the words, joined to the features, `n_res` residual blocks, one up-sampling block."
-    def __init__(self, ngf:int, nef:int, n_res:int=2):
+    def __init__(self, ngf:int, nef:int, n_res:int=2, official_mask:bool=True):
         super().__init__()
         self.gf_dim, self.ef_dim, self.num_residual = ngf, nef, n_res
-        self.att = GlobalAttentionGeneral(ngf, nef)
+        self.att = GlobalAttentionGeneral(ngf, nef, official_mask)
         self.residual = nn.Sequential(*[ResBlock(ngf * 2) for _ in range(n_res)])
         self.upsample = up_block(ngf * 2, ngf)
 
@@ -122,11 +122,10 @@ class GET_IMAGE_G(nn.Module):
         self.img = nn.Sequential(conv3x3(ngf, ch), nn.Tanh())
     def forward(self, h:Tensor) -> Tensor: return self.img(h)
 
-# %% ../../nbs/06d_attngan.ipynb #979d99b0
+# %% ../../nbs/06d_attngan.ipynb #79089edf
 def stage_sizes(cfg:GANConfig) -> list[int]:
-    "The image size of every stage: the papers' first stage makes 64 px, each further one doubles; `cfg.n_stages` starts smaller."
-    n = cfg.n_stages or int(math.log2(cfg.img_size)) - 5
-    if n < 1: raise T2IError(f'the papers\' first stage makes 64 px: for {cfg.img_size} px give n_stages (e.g. 2: {cfg.img_size // 2} then {cfg.img_size} px)')
+    "The image size of every stage: the papers' first stage makes 64 px, each further one doubles; below 64 px two stages; `cfg.n_stages` sets the number."
+    n = cfg.n_stages or (int(math.log2(cfg.img_size)) - 5 if cfg.img_size >= 64 else 2)
     first = cfg.img_size >> (n - 1)
     if first < 16 or first > 64: raise T2IError(f'{cfg.img_size} px in {n} stages starts at {first} px: the first stage makes 16 to 64 px (choose n_stages so)')
     return [first << i for i in range(n)]
@@ -146,7 +145,7 @@ class AttnNetG(nn.Module):
 
     def next_stage(self, size:int) -> nn.Module:
         "The refinement stage that reads `size` px features (and doubles them)."
-        return NEXT_STAGE_G(self.cfg.nf, self.cfg.cond_dim, self.cfg.n_res)
+        return NEXT_STAGE_G(self.cfg.nf, self.cfg.cond_dim, self.cfg.n_res, self.cfg.official_mask)
 
     def forward(self, z:Tensor, sent:Tensor, words:Tensor|None=None, mask:Tensor|None=None, return_all:bool=False):
         check_vec(z, self.cfg.z_dim, 'noise z', 'z_dim'); check_vec(sent, self.cfg.cond_dim, 'sentence embedding s', 'cond_dim')
@@ -214,7 +213,7 @@ class AttnNetD(nn.Module):
         if self.size == 256: h = self.img_code_s64_2(self.img_code_s64_1(self.img_code_s64(h)))
         return h
 
-# %% ../../nbs/06d_attngan.ipynb #5e49d870
+# %% ../../nbs/06d_attngan.ipynb #9d1a5bd1
 LAMBDA_DAMSM = 5.   # AttnGAN's DAMSM weight on CUB (bird_attn2.yml; COCO: 50, set by its preset through `GANConfig.lambda_damsm`)
 
 def _bce(p:Tensor, target:float) -> Tensor:
@@ -241,7 +240,7 @@ class AttnGAN(Backbone):
     "AttnGAN: `AttnNetG` (CA, attention stages) and one `AttnNetD` per stage; BCE losses, the DAMSM term and CA's KL in G's loss."
     name = 'attngan'
     paper = dict(lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), bs=20, nf=32, nf_d=64, img_size=256)   # bird_attn2.yml
-    uses_damsm = True
+    uses_damsm, reads_words = True, True
     sizes = (32, 64, 128, 256)     # 32 px: with n_stages (16 then 32 px, the CPU preset)
     G, sn = AttnNetG, False        # DM-GAN: its generator, spectral-normalised discriminators
     def __init__(self, cfg:GANConfig):
@@ -275,7 +274,7 @@ class AttnGAN(Backbone):
         dl, kl = damsm(imgs[-1]), _kl(mu, logvar)
         return adv + self.lambda_damsm * dl + kl, {'g_adv': adv.detach(), 'g_damsm': dl.detach(), 'kl': kl.detach()}, ff
 
-# %% ../../nbs/06d_attngan.ipynb #6100d7d6
+# %% ../../nbs/06d_attngan.ipynb #7ee528e1
 def refine_layout(p:str, g:int, n_res:int) -> dict:
     "The official layout of a refinement stage's tail at `p`: `n_res` `ResBlock`s over `2g` channels and the up-sampling block."
     lay = {}
@@ -328,5 +327,5 @@ def from_official(cls:AttnGAN, sd:dict, part:str='netG', cfg:GANConfig|None=None
     n_res = sum(1 for k in sd if re.fullmatch(r'h_net2\.residual\.\d+\.block\.0\.weight', k)) or 2
     img = sd['img_net1.img.0.weight']
     cfg = GANConfig(img_size=64 * 2**(n - 1), nf=img.shape[1], z_dim=sd['h_net1.fc.0.weight'].shape[1] - c,
-                    cond_dim=sd['ca_net.fc.weight'].shape[1], ch=img.shape[0], n_res=n_res)
+                    cond_dim=sd['ca_net.fc.weight'].shape[1], ch=img.shape[0], n_res=n_res, official_mask=True)   # trained with the official tiling
     return cfg, convert_state(sd, cls.official_layout(cfg)['netG'], rename_keys([], 'netG.'), what)

@@ -28,10 +28,10 @@ class Memory(nn.Module):
         weight = torch.softmax(mask_words(scores, self.mask, self.official_mask), dim=1).view(B, Q, T).transpose(1, 2)
         return torch.bmm(value, weight).view(B, -1, ih, iw), weight.reshape(B, T, ih, iw)
 
-# %% ../../nbs/06e_dmgan.ipynb #1eff5608
+# %% ../../nbs/06e_dmgan.ipynb #b4fa3455
 class DM_NEXT_STAGE_G(nn.Module):
     "DM-GAN's refinement stage at `size` px: memory writing, key addressing, value reading, response gate, `n_res` residual blocks, up-sampling."
-    def __init__(self, ngf:int, nef:int, n_res:int=2, size:int=64):
+    def __init__(self, ngf:int, nef:int, n_res:int=2, size:int=64, official_mask:bool=True):
         super().__init__()
         self.gf_dim, self.ef_dim, self.size = ngf, nef, size
         self.avg = nn.AvgPool2d(kernel_size=size)              # the image's global feature (the stage input is size x size)
@@ -40,7 +40,7 @@ class DM_NEXT_STAGE_G(nn.Module):
         self.M_w = nn.Sequential(nn.Conv1d(nef, ngf * 2, 1), nn.ReLU())
         self.key = nn.Sequential(nn.Conv1d(ngf * 2, ngf, 1), nn.ReLU())
         self.value = nn.Sequential(nn.Conv1d(ngf * 2, ngf, 1), nn.ReLU())
-        self.memory_operation = Memory()
+        self.memory_operation = Memory(official_mask)
         self.response_gate = nn.Sequential(nn.Conv2d(ngf * 2, 1, 1), nn.Sigmoid())
         self.residual = nn.Sequential(*[ResBlock(ngf * 2) for _ in range(n_res)])
         self.upsample = up_block(ngf * 2, ngf)
@@ -56,11 +56,12 @@ class DM_NEXT_STAGE_G(nn.Module):
         h = h * (1 - t) + t * read
         return self.upsample(self.residual(torch.cat((h, h), 1))), att    # the gated feature twice: the official width
 
-# %% ../../nbs/06e_dmgan.ipynb #53468a95
+# %% ../../nbs/06e_dmgan.ipynb #e2c7659f
 class DMNetG(AttnNetG):
     "DM-GAN's `G_NET`: AttnGAN's with dynamic-memory refinement stages; the same calls and outputs."
     what = 'DM-GAN'
-    def next_stage(self, size:int) -> nn.Module: return DM_NEXT_STAGE_G(self.cfg.nf, self.cfg.cond_dim, self.cfg.n_res, size)
+    def next_stage(self, size:int) -> nn.Module:
+        return DM_NEXT_STAGE_G(self.cfg.nf, self.cfg.cond_dim, self.cfg.n_res, size, self.cfg.official_mask)
 
 # %% ../../nbs/06e_dmgan.ipynb #7f9e9213
 class DMGAN(AttnGAN):
