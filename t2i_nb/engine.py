@@ -571,6 +571,7 @@ class SampleGrid(Callback):
         system.eval()
         try:
             with torch.no_grad(), preserve_rng():
+                torch.manual_seed(self.seed)   # noise drawn inside G (AttnGAN's CA) is fixed too; training's stream is restored after
                 imgs = system.generate(self.tokens.to(dev), self.lengths.to(dev), z=z, netG=netG).float().cpu()
         finally: system.train(was)
         if path is not None: save_grid(imgs, path, self.captions, ncol=self.ncol)

@@ -24,7 +24,8 @@ __all__ = ['TEXT_SIDES', 'TEXT_INIT', 'MODEL_ALIASES', 'ALIGN_GAMMA', 'SCL_TEMPE
 TEXT_SIDES = ('damsm', 'dte', 'dte-shared')
 TEXT_INIT = ('scratch', 'damsm')
 MODEL_ALIASES = {'dfgan': ('dfgan', 'damsm'), 'ssa': ('dfgan-mask', 'damsm'),   # the old `model` -> (backbone, text)
-                 'dte': ('dfgan', 'dte'), 'dte-shared': ('dfgan', 'dte-shared')}
+                 'dte': ('dfgan', 'dte'), 'dte-shared': ('dfgan', 'dte-shared'),
+                 'attngan': ('attngan', 'damsm'), 'dmgan': ('dmgan', 'damsm')}      # (and the multi-stage GANs with their papers' text side)
 
 # %% ../nbs/07_gan.ipynb #73d61fdc
 @dataclass
