@@ -15,12 +15,12 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['INCEPTION_FILES', 'VALUES', 'EVALUATOR_VERSION', 'TRUST_THRESHOLD', 'EVALUATOR_FORMAT', 'DMGAN_PROTOCOL',
-           'FeatureExtractor', 'ImageMetrics', 'find_inception_weights', 'InceptionFeatures', 'attribute_heads',
-           'AttrEvaluator', 'attribute_targets', 'render_extra', 'split_tensors', 'EvaluatorConfig', 'predict',
-           'evaluator_accuracy', 'evaluator_size', 'train_evaluator', 'refusal', 'trusted_attributes', 'check_trusted',
-           'evaluator_key', 'builtin_splits', 'save_evaluator', 'load_evaluator', 'get_evaluator', 'asked_attributes',
-           'score_predictions', 'oracle_scores', 'EvaluatorFeatures', 'other_class_draws', 'r_precision_dmgan',
-           'eval_captions', 'real_images', 'evaluate_run', 'eval_markdown', 't2i_eval']
+           'CLIP_SCORE_PROTOCOL', 'FeatureExtractor', 'ImageMetrics', 'find_inception_weights', 'InceptionFeatures',
+           'attribute_heads', 'AttrEvaluator', 'attribute_targets', 'render_extra', 'split_tensors', 'EvaluatorConfig',
+           'predict', 'evaluator_accuracy', 'evaluator_size', 'train_evaluator', 'refusal', 'trusted_attributes',
+           'check_trusted', 'evaluator_key', 'builtin_splits', 'save_evaluator', 'load_evaluator', 'get_evaluator',
+           'asked_attributes', 'score_predictions', 'oracle_scores', 'EvaluatorFeatures', 'other_class_draws',
+           'r_precision_dmgan', 'eval_captions', 'real_images', 'evaluate_run', 'eval_markdown', 't2i_eval']
 
 # %% ../nbs/10_metrics.ipynb #1615ff52
 from fastcore.script import call_parse, store_true
@@ -520,6 +520,7 @@ def r_precision_dmgan(img_codes:torch.Tensor, txt_codes:torch.Tensor, labels=Non
 
 # %% ../nbs/10_metrics.ipynb #a221c2f3
 from .core import save_grid
+from .clip import load_clip, clip_score
 from .data import Vocab, dataset_root, load_dataset, held_out_split, load_size, DEFAULT_ROOTS
 
 # %% ../nbs/10_metrics.ipynb #f49645bf
@@ -585,12 +586,25 @@ def _r_precision_dmgan(acc:dict, caps:list, real_pairs:list, ds:CaptionDataset, 
     return out | {'n_candidates': 100, 'pool_captions': len(pool), 'mismatch': 'another image' if ds.multi_label else 'another class',
                   'off_by_one': False, 'encoders': str(damsm[3]), 'protocol': DMGAN_PROTOCOL}
 
+CLIP_SCORE_PROTOCOL = ("CLIPScore (Hessel et al. 2021): 100 x max(cos(CLIP image, CLIP caption), 0), mean over the images (the caption "
+                       "each was generated from); GALIP's: the plain mean cosine with GALIP's own CLIP pre-processing (calc_clip_sim)")
+
+def _clip_judge(system, cfg, run_dir:Path, clip, dev) -> tuple:
+    "`(CLIP, where it came from)` for the CLIP score: `clip` (a file or t2i_pretrain folder), else the run's own, else $T2I_CLIP; `(None, None)` if none."
+    from t2i_nb.train import run_clip_path
+    own = getattr(system, 'clip_text', None)
+    if clip: path = run_clip_path(clip)
+    elif own is not None: return own.clip, str(cfg.clip)
+    elif os.environ.get('T2I_CLIP'): path = run_clip_path(os.environ['T2I_CLIP'])
+    else: return None, None
+    return load_clip(path, device=dev), str(path)
+
 @torch.no_grad()
 def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, seed:int=0,
                  inception_weights:str|Path|None=None, encoders:str|Path|None=None, root:str|Path|None=None,
                  evaluator_cfg:EvaluatorConfig|None=None, threshold:float=TRUST_THRESHOLD, oracle:bool=True,
-                 write:bool=True, log:Callable|None=_log_stderr) -> dict:
-    "FID/KID/IS, the oracle and R-precision (ours and DM-GAN's) of a `t2i_train` run folder; writes `eval.json` and `eval.md` there."
+                 write:bool=True, log:Callable|None=_log_stderr, clip:str|Path|None=None) -> dict:
+    "FID/KID/IS, the oracle, R-precision (ours and DM-GAN's) and the CLIP score (with `clip`, the run's own CLIP or $T2I_CLIP) of a `t2i_train` run folder; writes `eval.json` and `eval.md` there."
     from t2i_nb.train import load_run, check_run_dir
     t_start, run_dir, log = time.perf_counter(), Path(run_dir), log or (lambda *a: None)
     if n_samples < 2: raise T2IError(f'--n_samples must be at least 2 (FID needs two images), got {n_samples}')
@@ -617,11 +631,13 @@ def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, 
         notes.append(f'standard Inception FID skipped: {e}')
     damsm, why = _encoders(run_dir, encoders, dev)
     if why: notes.append(why)
+    clip_model, clip_src = _clip_judge(system, cfg, run_dir, clip, dev)
+    if clip_model is None: notes.append('CLIP score skipped: no CLIP (the run has none): pass --clip PATH or set T2I_CLIP')
     caps = eval_captions(test_ds, n_samples, [vocab] + ([damsm[2]] if damsm else []), seed)
 
     # generated images, batch by batch; then the real held-out images with one caption each
     g = torch.Generator().manual_seed(seed)
-    acc = {'fake': {'pred': [], 'img': [], 'txt': []}, 'real': {'pred': [], 'img': [], 'txt': []}}
+    acc = {w: {'pred': [], 'img': [], 'txt': [], 'clip': [], 'clip_galip': []} for w in ('fake', 'real')}
     def judge(imgs, captions, which):
         for m in suites.values(): m.update(imgs, real=which == 'real')
         if ev is not None and oracle: acc[which]['pred'].append(predict(ev, imgs))
@@ -629,6 +645,10 @@ def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, 
             t, l = damsm[2].encode_batch(captions)
             acc[which]['img'].append(damsm[1](imgs.float() if imgs.dtype != torch.uint8 else from_uint8(imgs))[1].float().cpu())
             acc[which]['txt'].append(damsm[0](t.to(dev), l.to(dev))[1].float().cpu())
+        if clip_model is not None:
+            x = imgs.float() if imgs.dtype != torch.uint8 else from_uint8(imgs)
+            acc[which]['clip'].append(clip_score(clip_model, x, captions, reduce=False).cpu())
+            acc[which]['clip_galip'].append(clip_score(clip_model, x, captions, w=1., clip_at_zero=False, mode='galip', reduce=False).cpu())
     log(f'evaluating {run_dir} ({cfg.net.backbone}, text {cfg.net.text}, scl={cfg.net.scl}, {size}px): {n_samples} generated images vs '
         f'{len(test_ds)} real {test_ds.split} images of {cfg.dataset} on {dev}')
     t0, first = time.perf_counter(), None
@@ -675,6 +695,11 @@ def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, 
         res['r_precision'] = rp | {'encoders': str(damsm[3]), 'n_neg': 99}
         try: res['r_precision_dmgan'] = _r_precision_dmgan(acc, caps, real_pairs, test_ds, damsm, bs, dev, seed)
         except T2IError as e: notes.append(f'R-precision by the DM-GAN protocol skipped: {e}')
+    if clip_model is not None:
+        mean = lambda which, k: float(torch.cat(acc[which][k]).mean())
+        res['clip_score'] = {'generated': mean('fake', 'clip'), 'real': mean('real', 'clip'),
+                             'generated_galip': mean('fake', 'clip_galip'), 'real_galip': mean('real', 'clip_galip'),
+                             'clip': clip_src, 'w': 100., 'protocol': CLIP_SCORE_PROTOCOL}
     res |= {'notes': notes, 'generate_seconds': round(gen_s, 1), 'seconds': round(time.perf_counter() - t_start, 1)}
     if write:
         atomic_write(run_dir/'eval.json', lambda p: p.write_text(json.dumps(res, indent=1)))
@@ -707,6 +732,9 @@ def eval_markdown(res:dict) -> str:
     rp = res.get('r_precision')
     if rp: L.append(f"| R-precision | {_f(rp['generated'], True)} +- {_f(rp['generated_std'], True)} | "
                     f"{_f(rp['real'], True)} +- {_f(rp['real_std'], True)} | 1 true vs 99 mismatched captions |")
+    cs = res.get('clip_score')
+    if cs: L += [f"| CLIP score | {_f(cs['generated'])} | {_f(cs['real'])} | 100 x max(cos, 0), CLIP `{cs['clip']}` |",
+                 f"| CLIP score, GALIP's (mean cosine) | {_f(cs['generated_galip'], nd=4)} | {_f(cs['real_galip'], nd=4)} | GALIP's calc_clip_sim |"]
     rd = res.get('r_precision_dmgan')
     if rd: L.append(f"| R-precision, DM-GAN protocol | {_f(rd['generated'], True)} +- {_f(rd['generated_std'], True)} | "
                     f"{_f(rd['real'], True)} +- {_f(rd['real_std'], True)} | 1 true vs {rd['n_candidates'] - 1} captions of "
@@ -735,6 +763,7 @@ def t2i_eval(run_dir:str,                    # Run folder written by t2i_train -
              bs:int=100,                     # Batch size for generation and feature extraction
              inception_weights:str=None,     # pt_inception-2015-12-05-6726825d.pth for the standard FID (else env T2I_FID_WEIGHTS)
              encoders:str=None,              # t2i_pretrain run folder for R-precision (default: the run's encoders/)
+             clip:str=None,                  # CLIP weights for the CLIP score (default: the run's own CLIP, else T2I_CLIP; none: skipped)
              root:str=None,                  # Data set folder, if not where the run's config says
              device:str=None,                # cpu, cuda, mps (default: T2I_DEVICE or the best present)
              seed:int=0,                     # Seed of the captions and the noise
@@ -745,10 +774,10 @@ def t2i_eval(run_dir:str,                    # Run folder written by t2i_train -
              evaluator_width:int=16,         # Oracle evaluator: width of the CNN
              json:store_true=False,          # Print the result as one JSON object
              quiet:store_true=False):        # No progress lines on stderr
-    "Evaluate a training run: FID/KID/IS, the attribute oracle and R-precision; writes eval.json and eval.md into RUN_DIR."
+    "Evaluate a training run: FID/KID/IS, the attribute oracle, R-precision and the CLIP score; writes eval.json and eval.md into RUN_DIR."
     ecfg = EvaluatorConfig(nf=evaluator_width, epochs=evaluator_epochs, n_extra=evaluator_extra)
     res = evaluate_run(run_dir, n_samples=n_samples, bs=bs, device=device, seed=seed, inception_weights=inception_weights,
-                       encoders=encoders, root=root, evaluator_cfg=ecfg, threshold=threshold, oracle=not no_oracle,
+                       encoders=encoders, clip=clip, root=root, evaluator_cfg=ecfg, threshold=threshold, oracle=not no_oracle,
                        log=None if quiet else _log_stderr)
     if json: _print_json(res)
     else: print(eval_markdown(res))

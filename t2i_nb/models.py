@@ -132,6 +132,7 @@ class Backbone(nn.Module):
     paper: ClassVar[dict] = {}          # the paper's settings: lr_g, lr_d, betas, bs, nf, img_size
     uses_damsm: ClassVar[bool] = False  # its G loss has a DAMSM term (the frozen pre-trained encoders are needed)
     reads_words: ClassVar[bool] = False # its generator attends to the word features (so they are `cond_dim` wide)
+    uses_clip: ClassVar[bool] = False   # it is built on a frozen CLIP (GALIP): `build_backbone(..., clip=)` hands it the run's CLIP
     sizes: ClassVar[tuple] = IMG_SIZES  # the image sizes it makes
     feat_dim: int                       # width of the image features the losses return
 
@@ -205,7 +206,8 @@ BACKBONES = {'dfgan': 't2i_nb.backbones.dfgan:DFGAN',            # DF-GAN (Tao e
              'dfgan-mask': 't2i_nb.backbones.dfgan:DFGANMask',   # DF-GAN with mask-gated fusion (this toolkit's former 'ssa')
              'ssa': 't2i_nb.backbones.ssa:SSA',                  # SSA-GAN (Liao et al., CVPR 2022)
              'attngan': 't2i_nb.backbones.attngan:AttnGAN',      # AttnGAN (Xu et al., CVPR 2018)
-             'dmgan': 't2i_nb.backbones.dmgan:DMGAN'}            # DM-GAN (Zhu et al., CVPR 2019)
+             'dmgan': 't2i_nb.backbones.dmgan:DMGAN',            # DM-GAN (Zhu et al., CVPR 2019)
+             'galip': 't2i_nb.backbones.galip:GALIP'}            # GALIP (Tao et al., CVPR 2023)
 
 def get_backbone(name:str) -> type:
     "The backbone class called `name` (its module is imported on first use)."
@@ -213,10 +215,10 @@ def get_backbone(name:str) -> type:
     mod, cls = BACKBONES[name].split(':')
     return getattr(importlib.import_module(mod), cls)
 
-def build_backbone(name:str, cfg:GANConfig|dict|None=None) -> Backbone:
-    "Backbone `name` built at `cfg` (a `GANConfig`, its dict, or None for the defaults)."
+def build_backbone(name:str, cfg:GANConfig|dict|None=None, **kwargs) -> Backbone:
+    "Backbone `name` built at `cfg` (a `GANConfig`, its dict, or None for the defaults); `kwargs` go to its constructor (GALIP's `clip=`)."
     cfg = GANConfig() if cfg is None else GANConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
-    return get_backbone(name)(cfg)
+    return get_backbone(name)(cfg, **kwargs)
 
 # %% ../nbs/06_models.ipynb #0ee45c56
 _BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')

@@ -20,14 +20,16 @@ from .models import GANConfig, get_backbone
 from .encoders import TextEmbedConfig
 from .gan import T2IGAN, T2IConfig, MODEL_ALIASES, TEXT_SIDES
 from .models import BACKBONES
-from .pretrain import PretrainConfig
+from .pretrain import PretrainConfig, BUILTIN_SETS
+from .clip import CLIP_HINT
 from .engine import (PRECISIONS, CKPT_NAME, AMP, EMA, GANTrainer, NonFiniteLoss, world_info, init_distributed, broadcast_state,
                            gan_learner, fit_steps, load_checkpoint, load_run_state, load_state_strict, use_channels_last,
                            _flat, _rank0, _noop_logger)
 
 # %% auto #0
-__all__ = ['PRESETS', 'TrainConfig', 'get_preset', 'sample_captions', 'encoder_config', 'build_system', 'train', 'check_run_dir',
-           'Run', 'load_run', 'newest_run', 'bench_train', 'apply_overrides', 't2i_train']
+__all__ = ['GALIP_EPOCHS', 'PRESETS', 'TrainConfig', 'get_preset', 'sample_captions', 'encoder_config', 'run_clip_path',
+           'clip_config_for', 'build_system', 'train', 'check_run_dir', 'Run', 'load_run', 'newest_run', 'bench_train',
+           'apply_overrides', 't2i_train']
 
 # %% ../nbs/09_train.ipynb #e30347aa
 @dataclass
@@ -54,6 +56,7 @@ class TrainConfig(Config):
     encoders: str|None = None        # t2i_pretrain run folder with the DAMSM encoders; None: pre-train them here if needed
     pretrain_epochs: int = 10        # epochs of that pre-training
     pretrain_lr: float = 2e-4        # its Adam learning rate (DAMSM's 2e-4)
+    clip: str|None = None            # text 'clip': the CLIP weights file (recorded here; relative: inside the run folder); None: $T2I_CLIP, else a small CLIP pre-trained here (built-in sets)
     net: T2IConfig = field(default_factory=T2IConfig)
     RETIRED: ClassVar[dict] = dict(betas=(0., 0.9))   # Adam's betas are the backbone's (its `paper` settings), not a run setting
 
@@ -74,14 +77,19 @@ class TrainConfig(Config):
 
     @property
     def needs_encoders(self) -> bool:
-        "The frozen text side is the pre-trained text encoder; SCL and a backbone's DAMSM term need both; a warm-started DTE copies the text one."
+        "The frozen text side 'damsm' is the pre-trained text encoder; SCL (unless CLIP is its pair) and a backbone's DAMSM term need both; a warm-started DTE copies the text one."
         net = self.net
-        return not net.is_dte or net.scl != 'none' or net.text_init == 'damsm' or get_backbone(net.backbone).uses_damsm
+        return (net.text == 'damsm' or self.needs_image_encoder or (net.is_dte and net.text_init == 'damsm'))
 
     @property
     def needs_image_encoder(self) -> bool:
-        "SCL's label term and a backbone's DAMSM term read generated images with the pre-trained image encoder."
-        return self.net.scl != 'none' or get_backbone(self.net.backbone).uses_damsm
+        "SCL's label term (with the DAMSM pair: any text side but 'clip') and a backbone's DAMSM term read generated images with the pre-trained image encoder."
+        return (self.net.scl != 'none' and self.net.text != 'clip') or get_backbone(self.net.backbone).uses_damsm
+
+    @property
+    def needs_clip(self) -> bool:
+        "The CLIP text side (and GALIP, which requires it) needs a frozen CLIP."
+        return self.net.text == 'clip'
 
 # %% ../nbs/09_train.ipynb #eaecc2cc
 _GAN_KEYS = ('img_size', 'nf', 'z_dim', 'cond_dim', 'norm', 'd_gate', 'nf_d', 'n_res', 'lambda_damsm', 'n_stages')
@@ -104,6 +112,8 @@ def _cpu(name:str, backbone:str, steps:int, **net) -> TrainConfig:
                        pretrain_epochs=90, pretrain_lr=1e-3, precision='auto',
                        net=_net(img_size=32, nf=16, nf_d=16, z_dim=64, cond_dim=128, backbone=backbone, text='damsm', scl='none', **net))
 
+GALIP_EPOCHS = dict(cub=1501, coco=3004)   # GALIP's scripts/train.sh (also GALIP.paper['epochs'])
+
 PRESETS = {
     # offline demonstration on two CPU cores (about 14 minutes, see the measured run below)
     # (conditional BN, D's gates open, strong SCL and alignment terms, a fast G, a D twice as wide as G, encoders
@@ -125,8 +135,15 @@ PRESETS = {
     'dmgan-cub-256': _paper('dmgan-cub-256', 'dmgan', 'cub', 800, 200, text='damsm'),
     'dmgan-coco-256': _paper('dmgan-coco-256', 'dmgan', 'coco', 200, 100, bs=16, text='damsm', n_res=3, lambda_damsm=50.),
     # the multi-stage backbones on two CPU cores (the figures of their runs are in nbs/tutorials/)
-    'attngan-cpu': _cpu('attngan-cpu', 'attngan', 3000),
-    'dmgan-cpu': _cpu('dmgan-cpu', 'dmgan', 3000),
+    'attngan-cpu': _cpu('attngan-cpu', 'attngan', 2000),
+    'dmgan-cpu': _cpu('dmgan-cpu', 'dmgan', 2000),
+    # GALIP (cfg/birds.yml, cfg/coco.yml): 256 -> 224 px images, on a frozen CLIP that must be given: OpenAI's ViT-B/32 (--clip PATH)
+    'galip-cub-224': _paper('galip-cub-224', 'galip', 'cub', GALIP_EPOCHS['cub'], 0, text='clip', z_dim=100, cond_dim=512),
+    'galip-coco-224': _paper('galip-coco-224', 'galip', 'coco', GALIP_EPOCHS['coco'], 0, text='clip', z_dim=100, cond_dim=512),
+    # GALIP on two CPU cores, on a small CLIP (32 px, 128 wide, 4 blocks; pre-trained here on the shapes when --clip is not given)
+    'galip-cpu': TrainConfig(preset='galip-cpu', dataset='shapes', n_images=2000, bs=32, steps=3000, ckpt_every=500, lr_g=1e-4, lr_d=4e-4,
+                             pretrain_epochs=30, pretrain_lr=5e-4, precision='auto',
+                             net=_net(img_size=32, nf=16, z_dim=64, cond_dim=128, backbone='galip', text='clip', scl='none')),
 }
 
 def get_preset(name:str) -> TrainConfig:
@@ -169,19 +186,52 @@ def _encoders_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:boo
     text, img, vocab, _ = load_pretrained(local, device=dev)
     return text, img, vocab
 
-def _resolve_net(cfg:TrainConfig, vocab:Vocab, text_encoder) -> TrainConfig:
-    "Fill in what the data and the encoders decide: vocabulary size, the condition size of a frozen text side (and of words a backbone attends to)."
+def run_clip_path(clip:str|Path, run_dir:str|Path|None=None) -> Path:
+    "Where a recorded `--clip` is: a relative path inside `run_dir` if it is there (a CLIP pre-trained into the run), else as given; a t2i_pretrain folder -> its clip.safetensors."
+    from t2i_nb.pretrain import CLIP_FILE
+    p = Path(clip).expanduser()
+    if run_dir is not None and not p.is_absolute() and (Path(run_dir)/p).exists(): p = Path(run_dir)/p
+    return p/CLIP_FILE if p.is_dir() and (p/CLIP_FILE).is_file() else p
+
+def clip_config_for(cfg:TrainConfig, root:str|Path|None=None, device=None) -> PretrainConfig:
+    "The `PretrainConfig` of the small CLIP `t2i_train` pre-trains for `cfg` when no CLIP is given: `encoder_config`'s, at the GAN's image and condition sizes."
+    return encoder_config(cfg, root, device=device).replace(encoder='clip', clip_embed_dim=cfg.net.gan.cond_dim)
+
+def _clip_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:bool) -> tuple[nn.Module, TrainConfig]:
+    "The frozen CLIP of a text-'clip' run: `cfg.clip` (or $T2I_CLIP), else a small one pre-trained into `run_dir/clip` (built-in sets); `cfg` records its path."
+    from t2i_nb.pretrain import pretrain, CLIP_FILE
+    from t2i_nb.clip import load_clip
+    src = cfg.clip or os.environ.get('T2I_CLIP')
+    if not src:
+        local = run_dir/'clip'/CLIP_FILE
+        if not local.is_file():
+            if resume or cfg.dataset not in BUILTIN_SETS: raise T2IError(f'--text clip needs a CLIP, and neither --clip nor T2I_CLIP is given: {CLIP_HINT}')
+            if _rank0():
+                log(f'pre-training a small CLIP ({cfg.pretrain_epochs} epochs) into {local.parent}')
+                pretrain(clip_config_for(cfg, root, device=dev), out=local.parent, progress=False, log=log)
+            if world_info()[1] > 1: dist.barrier()
+        src = f'clip/{CLIP_FILE}'                                        # recorded relative: the run folder carries it
+    path = run_clip_path(src, run_dir)
+    clip = load_clip(path, device=dev)                                    # a missing or wrong file: one line that says how to get one
+    inside = not Path(src).is_absolute() and (run_dir/src).exists()
+    return clip, cfg.replace(clip=str(src) if inside else str(path.resolve()))
+
+def _resolve_net(cfg:TrainConfig, vocab:Vocab, text_encoder, clip=None) -> TrainConfig:
+    "Fill in what the data and the encoders decide: vocabulary size, the condition size of a frozen text side (DAMSM's, or the CLIP's embedding size; and of words a backbone attends to)."
     net = cfg.net.replace(dte=cfg.net.dte.replace(ntoken=len(vocab)))
+    if net.text == 'clip' and clip is not None and clip.text_projection.shape[1] != net.gan.cond_dim:
+        net = net.replace(gan=net.gan.replace(cond_dim=clip.text_projection.shape[1]))
     words_from_damsm = net.text_init == 'damsm' and get_backbone(net.backbone).reads_words   # a DTE copy of the encoder gives its words
-    if (not net.is_dte or words_from_damsm) and text_encoder is not None and text_encoder.out_dim != net.gan.cond_dim:
+    if (net.text == 'damsm' or words_from_damsm) and text_encoder is not None and text_encoder.out_dim != net.gan.cond_dim:
         net = net.replace(gan=net.gan.replace(cond_dim=text_encoder.out_dim))
     return cfg.replace(net=net)
 
 # %% ../nbs/09_train.ipynb #f458f063
-def build_system(cfg:TrainConfig, text_encoder=None, image_encoder=None, device=None, n_classes:int=0) -> T2IGAN:
-    "The `T2IGAN` of `cfg.net` (seeded by `cfg.seed`) for a data set of `n_classes` classes, on `device`."
+def build_system(cfg:TrainConfig, text_encoder=None, image_encoder=None, device=None, n_classes:int=0, clip=None, vocab=None) -> T2IGAN:
+    "The `T2IGAN` of `cfg.net` (seeded by `cfg.seed`) for a data set of `n_classes` classes, on `device` (`clip`, `vocab`: the CLIP text side's)."
     set_seed(cfg.seed)
-    system = T2IGAN(cfg.net, text_encoder if cfg.needs_encoders else None, image_encoder if cfg.needs_image_encoder else None, n_classes)
+    system = T2IGAN(cfg.net, text_encoder if cfg.needs_encoders else None, image_encoder if cfg.needs_image_encoder else None, n_classes,
+                    clip=clip if cfg.needs_clip else None, vocab=vocab)
     return system.to(torch.device(device) if device is not None else default_device())
 
 # %% ../nbs/09_train.ipynb #c58216ef
@@ -218,10 +268,12 @@ def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=
     if cfg.needs_encoders: text_enc, img_enc, vocab = _encoders_for(cfg, run_dir, root, dev, log, resume)
     elif resume: vocab = Vocab.load(run_dir/'vocab.json')
     else: vocab = Vocab.build(train_ds.captions)
-    cfg = _resolve_net(cfg, vocab, text_enc)
+    clip = None
+    if cfg.needs_clip: clip, cfg = _clip_for(cfg, run_dir, root, dev, log, resume)   # config.json records the CLIP's path
+    cfg = _resolve_net(cfg, vocab, text_enc, clip)
     dls = get_dls(train_ds, test_ds, vocab, bs=cfg.bs, size=cfg.net.gan.img_size, pair_sampler=True, seed=cfg.seed,
                   num_workers=cfg.workers, device=dev)
-    system = build_system(cfg, text_enc, img_enc, dev, n_classes=len(train_ds.classes))
+    system = build_system(cfg, text_enc, img_enc, dev, n_classes=len(train_ds.classes), clip=clip, vocab=vocab)
     broadcast_state(system)
     if rank: torch.manual_seed(cfg.seed + 1_000_003 * rank)   # each process its own noise
     if progress is None: progress = rank == 0 and sys.stdout.isatty()
@@ -269,16 +321,23 @@ class Run(NamedTuple):
     vocab: Vocab
 
 def load_run(run_dir:str|Path, device:str|None=None) -> Run:
-    "The `Run` of a `t2i_train` run folder: the system and EMA generator with the checkpoint's weights, in eval mode."
+    "The `Run` of a `t2i_train` run folder: the system and EMA generator with the checkpoint's weights, in eval mode (a CLIP text side reloads the CLIP from the recorded path)."
     run_dir = check_run_dir(run_dir)
     cfg, vocab, dev = TrainConfig.load(run_dir/'config.json'), Vocab.load(run_dir/'vocab.json'), default_device(device)
     text = img = None
     if cfg.needs_encoders:
         from t2i_nb.pretrain import load_pretrained
         text, img, _, _ = load_pretrained(run_dir/'encoders', device='cpu')
+    clip = None
+    if cfg.needs_clip:   # the frozen CLIP is not in the checkpoint: it is read from the path the run recorded
+        from t2i_nb.clip import load_clip
+        path = run_clip_path(cfg.clip, run_dir) if cfg.clip else None
+        if path is None or not path.is_file():
+            raise T2IError(f"the run's CLIP is not at {path or 'any recorded path'} (config.json: \"clip\": {cfg.clip!r}): put the file back there, or write its new path into {run_dir/'config.json'}")
+        clip = load_clip(path)
     ck = load_checkpoint(run_dir)
     head = ck['system'].get('label_head.fc.weight')   # the CE head's size is the data's class count
-    system = build_system(cfg, text, img, 'cpu', n_classes=0 if head is None else head.shape[0])
+    system = build_system(cfg, text, img, 'cpu', n_classes=0 if head is None else head.shape[0], clip=clip, vocab=vocab)
     load_state_strict(system, ck['system'], 'system')
     ema = EMA(system.netG)
     ema.load_ckpt_state(ck['ema'])
@@ -385,9 +444,9 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
 # %% ../nbs/09_train.ipynb #ddd84a0f
 @call_parse
 @cli_errors
-def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo on 2 CPU cores), attngan-cpu, dmgan-cpu, or a paper's: cub-256, coco-256 (DF-GAN), ssa-, attngan-, dmgan-cub-256 / -coco-256
-              backbone:str=None,           # The GAN: dfgan, ssa, attngan, dmgan or dfgan-mask (default: the preset's)
-              text:str=None,               # Text side: damsm (frozen, pre-trained), dte (dual embeddings, end to end) or dte-shared (default: the preset's)
+def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo on 2 CPU cores), attngan-cpu, dmgan-cpu, galip-cpu, or a paper's: cub-256, coco-256 (DF-GAN), ssa-, attngan-, dmgan-cub-256 / -coco-256, galip-cub-224 / -coco-224 (with --clip ViT-B-32.pt)
+              backbone:str=None,           # The GAN: dfgan, ssa, attngan, dmgan, galip (needs --text clip) or dfgan-mask (default: the preset's)
+              text:str=None,               # Text side: damsm (frozen, pre-trained), clip (frozen CLIP), dte (dual embeddings, end to end) or dte-shared (default: the preset's)
               scl:str=None,                # Label-guided loss in the GAN phase: none, supcon, unicl or ce (default: the preset's)
               model:str=None,              # Old name for a backbone and text side: dfgan, dte, dte-shared, or ssa (= --backbone dfgan-mask --text damsm)
               text_init:str=None,          # DTE text encoder's start: scratch, or damsm (a copy of the pre-trained one; cpu-quick's)
@@ -400,6 +459,7 @@ def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo on 
               out:str=None,                # Run folder to write (default: runs/<date-time>-<backbone>-<text>-<scl>)
               resume:str=None,             # Run folder to continue exactly from its last checkpoint
               encoders:str=None,           # t2i_pretrain run folder with the DAMSM encoders (default: pre-train them here if needed)
+              clip:str=None,               # CLIP weights for --text clip / GALIP: OpenAI's ViT-B-32.pt, or t2i_pretrain --encoder clip's clip.safetensors (default: T2I_CLIP; on a built-in set a small CLIP is pre-trained here)
               seed:int=None,               # Random seed
               device:str=None,             # cpu, cuda, cuda:N, mps (default: T2I_DEVICE, else the best present)
               precision:str=None,          # fp32, bf16, fp16 or auto (bf16/fp16 on a GPU; bf16 on a CPU with native bf16, else fp32)
@@ -414,7 +474,7 @@ def t2i_train(preset:str='cpu-quick',      # Preset: cpu-quick (offline demo on 
               quiet:store_true=False):     # Print only the run folder and the final summary
     "Train a text-to-image GAN (a backbone x a text side x a label term) into a run folder: checkpoints, samples, loss curves, metrics."
     ov = _overrides(model=model, backbone=backbone, text=text, scl=scl, text_init=text_init, dataset=dataset, root=root, steps=steps, bs=bs, img_size=img_size, nf=nf,
-                    encoders=encoders, seed=seed, precision=precision, workers=workers, ckpt_every=ckpt_every,
+                    encoders=encoders, clip=clip, seed=seed, precision=precision, workers=workers, ckpt_every=ckpt_every,
                     n_critic=n_critic, lr_g=lr_g, lr_d=lr_d, pretrain_epochs=pretrain_epochs, compile=compile)
     if channels_last is not None:   # a string, so that off can override a preset that turns it on
         if channels_last not in ('on', 'off'): raise T2IError(f'--channels_last must be on or off, got {channels_last!r}')
