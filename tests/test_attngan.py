@@ -14,7 +14,8 @@ def _glu(x): nc = x.size(1) // 2; return x[:, :nc] * torch.sigmoid(x[:, nc:])
 def _bn(sd, p, x): return F.batch_norm(x, sd[p + 'running_mean'], sd[p + 'running_var'], sd[p + 'weight'], sd[p + 'bias'], False, 0., 1e-5)
 def _up(sd, p, x): return _glu(_bn(sd, p + '2.', F.conv2d(F.interpolate(x, scale_factor=2, mode='nearest'), sd[p + '1.weight'], padding=1)))
 
-def ref_attngan(sd, z, sent, words, mask, g, c_dim=100):
+def ref_init_stage(sd, z, sent, g, c_dim=100):
+    "CA_NET, INIT_STAGE_G and the first image (both repositories): `(h, img)`."
     x = _glu(F.linear(sent, sd['ca_net.fc.weight'], sd['ca_net.fc.bias']))
     mu, logvar = x[:, :c_dim], x[:, c_dim:]
     std = logvar.mul(0.5).exp_()
@@ -22,7 +23,20 @@ def ref_attngan(sd, z, sent, words, mask, g, c_dim=100):
     c_code = eps.mul(std).add_(mu)
     h = _glu(_bn(sd, 'h_net1.fc.1.', F.linear(torch.cat((c_code, z), 1), sd['h_net1.fc.0.weight']))).view(-1, 16 * g, 4, 4)
     for k in range(1, 5): h = _up(sd, f'h_net1.upsample{k}.', h)
-    img = torch.tanh(F.conv2d(h, sd['img_net1.img.0.weight'], padding=1))
+    return h, torch.tanh(F.conv2d(h, sd['img_net1.img.0.weight'], padding=1))
+
+def ref_stage_tail(sd, p, h_c):
+    "A NEXT_STAGE_G's residual blocks (no activation after the sum) and up-sampling block (both repositories)."
+    r = 0
+    while f'{p}residual.{r}.block.0.weight' in sd:
+        q = f'{p}residual.{r}.block.'
+        out = _glu(_bn(sd, q + '1.', F.conv2d(h_c, sd[q + '0.weight'], padding=1)))
+        h_c = _bn(sd, q + '4.', F.conv2d(out, sd[q + '3.weight'], padding=1)) + h_c
+        r += 1
+    return _up(sd, p + 'upsample.', h_c)
+
+def ref_attngan(sd, z, sent, words, mask, g, c_dim=100):
+    h, img = ref_init_stage(sd, z, sent, g, c_dim)
     i = 2
     while f'h_net{i}.att.conv_context.weight' in sd:
         p = f'h_net{i}.'
@@ -33,14 +47,7 @@ def ref_attngan(sd, z, sent, words, mask, g, c_dim=100):
         attn = torch.bmm(targetT, sourceT).view(B * Q, T)
         attn.data.masked_fill_(mask.repeat(Q, 1), -float('inf'))  # the official tiling (issue 93)
         attn = torch.softmax(attn, dim=1).view(B, Q, T).transpose(1, 2).contiguous()
-        h_c = torch.cat((h, torch.bmm(sourceT, attn).view(B, -1, ih, iw)), 1)
-        r = 0
-        while f'{p}residual.{r}.block.0.weight' in sd:
-            q = f'{p}residual.{r}.block.'
-            out = _glu(_bn(sd, q + '1.', F.conv2d(h_c, sd[q + '0.weight'], padding=1)))
-            h_c = _bn(sd, q + '4.', F.conv2d(out, sd[q + '3.weight'], padding=1)) + h_c
-            r += 1
-        h = _up(sd, p + 'upsample.', h_c)
+        h = ref_stage_tail(sd, p, torch.cat((h, torch.bmm(sourceT, attn).view(B, -1, ih, iw)), 1))
         img = torch.tanh(F.conv2d(h, sd[f'img_net{i}.img.0.weight'], padding=1))
         i += 1
     return img

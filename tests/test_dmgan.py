@@ -7,7 +7,7 @@ from t2i_nb.core import set_seed, T2IError
 from t2i_nb.models import GANConfig, n_params
 from t2i_nb.backbones.dmgan import DMNetG, DMGAN
 from t2i_nb.backbones.attngan import AttnNetG, AttnNetD
-from test_attngan import _glu, _bn, _up, _random_state
+from test_attngan import _random_state, ref_init_stage, ref_stage_tail
 
 torch.set_num_threads(1)
 
@@ -15,14 +15,7 @@ torch.set_num_threads(1)
 def _conv1d_relu(sd, p, x): return F.relu(F.conv1d(x, sd[p + '.0.weight'], sd[p + '.0.bias']))
 
 def ref_dmgan(sd, z, sent, words, mask, g, c_dim=100):
-    x = _glu(F.linear(sent, sd['ca_net.fc.weight'], sd['ca_net.fc.bias']))
-    mu, logvar = x[:, :c_dim], x[:, c_dim:]
-    std = logvar.mul(0.5).exp_()
-    eps = torch.FloatTensor(std.size()).normal_()                  # CA_NET.reparametrize on the CPU
-    c_code = eps.mul(std).add_(mu)
-    h = _glu(_bn(sd, 'h_net1.fc.1.', F.linear(torch.cat((c_code, z), 1), sd['h_net1.fc.0.weight']))).view(-1, 16 * g, 4, 4)
-    for k in range(1, 5): h = _up(sd, f'h_net1.upsample{k}.', h)
-    img = torch.tanh(F.conv2d(h, sd['img_net1.img.0.weight'], padding=1))
+    h, img = ref_init_stage(sd, z, sent, g, c_dim)
     i = 2
     while f'h_net{i}.A.weight' in sd:
         p = f'h_net{i}.'
@@ -46,14 +39,7 @@ def ref_dmgan(sd, z, sent, words, mask, g, c_dim=100):
         # response gate
         rg = torch.sigmoid(F.conv2d(torch.cat((h, memory_out), 1), sd[p + 'response_gate.0.weight'], sd[p + 'response_gate.0.bias']))
         h_new = h * (1 - rg) + rg * memory_out
-        h_c = torch.cat((h_new, h_new), 1)
-        r = 0
-        while f'{p}residual.{r}.block.0.weight' in sd:
-            q = f'{p}residual.{r}.block.'
-            out = _glu(_bn(sd, q + '1.', F.conv2d(h_c, sd[q + '0.weight'], padding=1)))
-            h_c = _bn(sd, q + '4.', F.conv2d(out, sd[q + '3.weight'], padding=1)) + h_c
-            r += 1
-        h = _up(sd, p + 'upsample.', h_c)
+        h = ref_stage_tail(sd, p, torch.cat((h_new, h_new), 1))                     # the gated feature, twice
         img = torch.tanh(F.conv2d(h, sd[f'img_net{i}.img.0.weight'], padding=1))
         i += 1
     return img

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 from ..core import T2IError
 from fastcore.basics import patch
-from ..models import (GANConfig, OneWayBackbone, channels, check_vec, convert_state, d_hinge_loss, g_hinge_loss,
-                           mismatch, ma_gp_from_out, GP_P)
+from ..models import GANConfig, OneWayBackbone, channels, check_vec, convert_state, g_hinge_loss
 from ..clip import build_clip, clip_config, load_clip, small_clip_config, clip_preprocess
 
 # %% auto #0
@@ -346,18 +345,9 @@ class GALIP(OneWayBackbone):
     def g_parameters(self) -> list: return [p for p in self.netG.parameters() if p.requires_grad]
 
     def d_loss(self, real, fake, s, labels=None, gp_weight=0., inv_scale=None):
-        with torch.no_grad(): feats_real, _ = self.clip_img(real)         # frozen CLIP: MA-GP is taken on its features
-        feats_real = feats_real.requires_grad_(bool(gp_weight))
-        with torch.no_grad(): feats_fake, _ = self.clip_img(fake)
-        feats = self.netD(feats_real)
-        out_real = self.netC(feats, s)
-        out_mis = self.netC(feats, mismatch(s, labels).detach())
-        out_fake = self.netC(self.netD(feats_fake), s)
-        adv = d_hinge_loss(out_real, out_fake, out_mis)
-        gp = (ma_gp_from_out(out_real, feats_real, s, k=gp_weight, p=GP_P, inv_scale=inv_scale) if gp_weight
-              else out_real.new_zeros((), dtype=torch.float32))
-        logs = {'d_adv': adv.detach(), 'gp': gp.detach(), 'd_real': out_real.detach().float().mean(), 'd_fake': out_fake.detach().float().mean()}
-        return adv + gp, logs, feats
+        "DF-GAN's D loss (`OneWayBackbone`: hinge on matched, fake and mismatched pairs, MA-GP) on the frozen CLIP's tapped features."
+        with torch.no_grad(): feats_real, feats_fake = self.clip_img(real)[0], self.clip_img(fake)[0]
+        return super().d_loss(feats_real.requires_grad_(bool(gp_weight)), feats_fake, s, labels, gp_weight, inv_scale)   # MA-GP on the features
 
     def g_loss(self, fake, s, damsm=None):
         clip_feats, emb = self.clip_img(fake)                            # gradients reach the image through the frozen CLIP
