@@ -50,7 +50,7 @@ def _ints(s:str|None):
 
 @call_parse
 @cli_errors
-def t2i_bench(what:Param('Which benchmark: data, pretrain, train or generate', str)='train',
+def t2i_bench(what:Param('Which benchmark: data, pretrain, train or generate', str, opt=False, nargs='?')='train',
               sizes:str=None,         # Image sizes, e.g. "64,256" (data, train, generate)
               bs:int=None,            # Batch size (data, pretrain, train)
               device:str=None,        # Device (default: T2I_DEVICE or the best present)
