@@ -2,8 +2,6 @@
 import json
 from itertools import product
 import pytest, torch
-from t2i_nb.shapes import make_shapes
-from t2i_nb.pretrain import pretrain, PretrainConfig
 from t2i_nb.engine import load_checkpoint, save_checkpoint, CKPT_NAME
 from t2i_nb.train import t2i_train, load_run, TrainConfig
 from t2i_nb.importer import t2i_import
@@ -15,12 +13,7 @@ TINY = dict(bs=4, img_size=32, nf=4, ckpt_every=0, quiet=True)
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp('bb')
-    root = make_shapes(d/'shapes', n=40, size=32, seed=0)
-    enc = pretrain(PretrainConfig(root=str(root), image_size=32, nef=32, bs=8, epochs=1, valid_every=0), out=d/'enc',
-                   progress=False, log=lambda *a: None).out
-    return root, enc
+def data(tiny_shapes): return tiny_shapes   # (root, encoders): tests/conftest.py
 
 
 @pytest.mark.parametrize('backbone, text, scl', list(product(('dfgan', 'ssa', 'attngan', 'dmgan'), ('damsm', 'dte', 'dte-shared'), ('none', 'supcon', 'unicl', 'ce'))))

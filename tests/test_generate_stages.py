@@ -8,8 +8,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from t2i_nb.core import T2IError
-from t2i_nb.shapes import make_shapes
-from t2i_nb.pretrain import pretrain, PretrainConfig
 from t2i_nb.train import t2i_train
 from t2i_nb.generate import (generate, load_generator, render, caption_conditions, embed_captions, Conditions, ca_noise,
                              truncated_noise, interpolate_captions, interpolate_noise, edit_caption, edit_success, default_edits,
@@ -22,11 +20,8 @@ TINY = dict(bs=4, nf=4, ckpt_every=0, quiet=True, scl='none', device='cpu')
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-    d = tmp_path_factory.mktemp('stages')
-    root = make_shapes(d/'shapes', n=40, size=32, seed=0)
-    enc = pretrain(PretrainConfig(root=str(root), image_size=32, nef=32, bs=8, epochs=1, valid_every=0), out=d/'enc',
-                   progress=False, log=lambda *a: None).out
+def runs(tmp_path_factory, tiny_shapes):
+    d, (root, enc) = tmp_path_factory.mktemp('stages'), tiny_shapes
     t2i_train(out=str(d/'attn'), root=str(root), steps=2, backbone='attngan', text='damsm', encoders=str(enc), img_size=128, **TINY)
     t2i_train(out=str(d/'df'), root=str(root), steps=2, backbone='dfgan', text='damsm', encoders=str(enc), img_size=32, **TINY)
     return dict(attn=d/'attn', df=d/'df', root=root, tmp=d)

@@ -117,14 +117,7 @@ TINY_EV = EvaluatorConfig(nf=4, epochs=1, n_extra=0)
 
 
 @pytest.fixture(scope='module')
-def data(tmp_path_factory):
-    from t2i_nb.shapes import make_shapes
-    from t2i_nb.pretrain import pretrain, PretrainConfig
-    d = tmp_path_factory.mktemp('rpd')
-    root = make_shapes(d/'shapes', n=40, size=32, seed=0)
-    enc = pretrain(PretrainConfig(root=str(root), image_size=32, nef=32, bs=8, epochs=1, valid_every=0), out=d/'enc',
-                   progress=False, log=lambda *a: None).out
-    return root, enc
+def data(tiny_shapes): return tiny_shapes   # (root, encoders): tests/conftest.py
 
 
 def test_evaluate_run_on_attngan(data, tmp_path):
