@@ -16,10 +16,10 @@ from .core import T2IError, atomic_write, cli_errors, captioned_grid, default_de
 
 # %% auto #0
 __all__ = ['DATASETS', 'DEFAULT_ROOTS', 'safe_unpickle', 'Vocab', 'Sample', 'CaptionDataset', 'bbox_crop_box', 'read_image',
-           'load_cub', 'load_flowers', 'load_coco', 'load_shapes', 'load_shapes_multi', 'load_size', 'prepare_image',
-           'cache_dir_for', 'image_cache', 'TextImageDataset', 'RandomBatchSampler', 'LabelPairSampler', 'show_batch',
-           'T2IDataLoader', 'get_dls', 'dataset_root', 'held_out_split', 'dataset_splits', 'load_dataset',
-           'dataset_summary', 'bench_data', 'write_grid', 't2i_data']
+           'to_rgb', 'load_cub', 'load_flowers', 'load_coco', 'load_shapes', 'load_shapes_multi', 'load_size',
+           'prepare_image', 'cache_dir_for', 'image_cache', 'TextImageDataset', 'RandomBatchSampler',
+           'LabelPairSampler', 'show_batch', 'T2IDataLoader', 'get_dls', 'dataset_root', 'held_out_split',
+           'dataset_splits', 'load_dataset', 'dataset_summary', 'bench_data', 'write_grid', 't2i_data']
 
 # %% ../nbs/02_data.ipynb #2a7e12e9
 _SAFE_GLOBALS = {('builtins', n) for n in
@@ -171,7 +171,7 @@ class CaptionDataset:
         s = self.items[i]
         return read_image(s.image, s.bbox if self.bbox_crop else None, size)
 
-# %% ../nbs/02_data.ipynb #3c74fd4f
+# %% ../nbs/02_data.ipynb #64fe3ebb
 def bbox_crop_box(bbox, width:int, height:int) -> tuple[int, int, int, int]:
     "AttnGAN's crop box `(x1, y1, x2, y2)`: a square of half side `0.75 * max(w, h)` centred on `bbox`, clipped to the image."
     x, y, w, h = bbox
@@ -189,10 +189,29 @@ def read_image(path:str|Path, bbox=None, size:int|None=None) -> Image.Image:
         img.draft('RGB', (-(-w * size // side), -(-h * size // side)))
         sx, sy = img.size[0] / w, img.size[1] / h
         box = (int(box[0] * sx), int(box[1] * sy), int(box[2] * sx), int(box[3] * sy))
-    img = img.convert('RGB')  # decodes now: a truncated or corrupt file raises here
+    img = to_rgb(img, path)  # decodes now: a truncated or corrupt file raises here
     return img if box == (0, 0) + img.size else img.crop(box)
 
-# %% ../nbs/02_data.ipynb #d1e8ba53
+# %% ../nbs/02_data.ipynb #cea250b4
+_HIGH_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F')
+
+def to_rgb(img:Image.Image, path:str|Path|None=None) -> Image.Image:
+    "`img` as 8-bit RGB, faithfully for every PIL mode: 16/32-bit and float scaled to 8 bits, transparency laid on white."
+    m = img.mode
+    try:
+        if m in _HIGH_BIT:
+            a = np.asarray(img).astype(np.float64)
+            top = 1.0 if m == 'F' and a.max() <= 1.0 else 255.0 if a.max() <= 255 else 65535.0 if a.max() <= 65535 else float(a.max())
+            img = Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), 'L')
+        elif m in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or (m == 'P' and 'transparency' in img.info):
+            rgba = img.convert('RGBA')
+            img = Image.alpha_composite(Image.new('RGBA', rgba.size, (255, 255, 255, 255)), rgba)
+        return img.convert('RGB')
+    except (ValueError, OSError) as e:
+        if isinstance(e, OSError) and not str(e).startswith('conversion'): raise   # a truncated file: the caller names it
+        raise T2IError(f'{path or "an image"}: cannot convert its {m} pixels to RGB ({e}): save it as 8-bit RGB') from None
+
+# %% ../nbs/02_data.ipynb #a5a52f60
 def _need(path:Path, layout:str) -> Path:
     if not path.exists():
         raise T2IError(f'{path} not found; expected layout: {layout}')
@@ -203,9 +222,28 @@ def _read_captions(path:Path) -> list[str]:
     text = path.read_bytes().decode('utf-8', errors='replace')
     return [l.strip() for l in text.splitlines() if l.strip()]
 
-def _read_table(path:Path, layout:str) -> list[list[str]]:
-    "Rows of a whitespace-separated text file (CUB's metadata), ignoring blank lines."
-    return [l.split() for l in _need(path, layout).read_text().splitlines() if l.strip()]
+def _read_table(path:Path, layout:str, cols:str='') -> list[list]:
+    "Rows of a whitespace-separated text file (CUB's metadata), blank lines ignored; `cols` ('i' int, 'f' float, 's' text, 'b' 0/1) checks each row."
+    try: text = _need(path, layout).read_text(encoding='utf-8')
+    except UnicodeDecodeError as e: raise T2IError(f'{path} is not a text file ({e.reason} at byte {e.start})') from None
+    conv = {'i': int, 'f': float, 's': str, 'b': lambda v: {'0': False, '1': True}[v]}
+    names = {'i': 'an integer', 'f': 'a number', 's': 'a name', 'b': '0 or 1'}
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        r = line.split()
+        if not r: continue
+        if cols:
+            if len(r) < len(cols): raise T2IError(f'{path}, line {n}: expected {len(cols)} fields, got {len(r)}: {line.strip()[:80]!r}')
+            try: r = [conv[c](v) for c, v in zip(cols, r)]
+            except (ValueError, KeyError):
+                bad = next(j for j, (c, v) in enumerate(zip(cols, r)) if not _parses(conv[c], v))
+                raise T2IError(f'{path}, line {n}: field {bad + 1} must be {names[cols[bad]]}, got {r[bad][:40]!r}') from None
+        rows.append(r)
+    return rows
+
+def _parses(f, v) -> bool:
+    try: f(v); return True
+    except (ValueError, KeyError): return False
 
 def _check_split(split:str, allowed:Sequence[str], name:str):
     if split not in allowed: raise T2IError(f'{name} has no split {split!r}: use one of {", ".join(allowed)}')
@@ -215,7 +253,7 @@ def _report(ds:CaptionDataset) -> CaptionDataset:
     if skipped: warnings.warn(f'{ds.name} {ds.split}: skipped ' + ', '.join(f'{v} ({k.replace("_", " ")})' for k, v in skipped.items()))
     return ds
 
-# %% ../nbs/02_data.ipynb #2696aadf
+# %% ../nbs/02_data.ipynb #80d40b87
 _CUB_LAYOUT = ('ROOT/CUB_200_2011/{images.txt, classes.txt, image_class_labels.txt, train_test_split.txt, '
                'bounding_boxes.txt, images/<class>/<image>.jpg} and captions in ROOT/text_c10/<class>/<image>.txt (or ROOT/text/)')
 
@@ -235,12 +273,15 @@ def load_cub(root:str|Path, split:str='train', protocol:str='auto', bbox_crop:bo
     _check_split(split, ('train', 'test'), 'CUB-200-2011')
     root = Path(root)
     cub, text = _cub_dirs(root)
-    paths = {int(i): p for i, p in _read_table(cub/'images.txt', _CUB_LAYOUT)}
-    classes = [c for _, c in sorted((int(i), c) for i, c in _read_table(cub/'classes.txt', _CUB_LAYOUT))]
-    label = {int(i): int(c) - 1 for i, c in _read_table(cub/'image_class_labels.txt', _CUB_LAYOUT)}
-    is_train = {int(i): t == '1' for i, t in _read_table(cub/'train_test_split.txt', _CUB_LAYOUT)}
+    paths = {i: p for i, p in _read_table(cub/'images.txt', _CUB_LAYOUT, 'is')}
+    classes = [c for _, c in sorted((i, c) for i, c in _read_table(cub/'classes.txt', _CUB_LAYOUT, 'is'))]
+    label = {}
+    for n, (i, c) in enumerate(_read_table(cub/'image_class_labels.txt', _CUB_LAYOUT, 'ii')):
+        if not 1 <= c <= len(classes): raise T2IError(f'{cub/"image_class_labels.txt"}: image {i} has class {c}, but classes.txt has {len(classes)} classes')
+        label[i] = c - 1
+    is_train = {i: t for i, t in _read_table(cub/'train_test_split.txt', _CUB_LAYOUT, 'ib')}
     bbox_file = cub/'bounding_boxes.txt'
-    boxes = {int(r[0]): tuple(float(v) for v in r[1:5]) for r in _read_table(bbox_file, _CUB_LAYOUT)} if bbox_file.exists() else {}
+    boxes = {r[0]: tuple(r[1:5]) for r in _read_table(bbox_file, _CUB_LAYOUT, 'iffff')} if bbox_file.exists() else {}
     if bbox_crop and not bbox_file.exists(): raise T2IError(f'{bbox_file} not found (needed for the bounding-box crop; pass bbox_crop=False to load without it)')
     pickles = [root/s/'filenames.pickle' for s in ('train', 'test')]
     if protocol not in ('auto', 'official', 'attngan'): raise T2IError(f'unknown CUB protocol {protocol!r}: use auto, official or attngan')
@@ -262,10 +303,11 @@ def load_cub(root:str|Path, split:str='train', protocol:str='auto', bbox_crop:bo
         if not img.exists(): skipped['missing_images'] += 1; continue
         caps = _read_captions(text/rel.with_suffix('.txt'))
         if not caps: skipped['no_captions'] += 1; continue
+        if i not in label: raise T2IError(f'{cub/"image_class_labels.txt"} has no class for image {i} ({rel}): add its line')
         items.append(Sample(img, caps, [label[i]], boxes.get(i), key=str(rel.with_suffix(''))))
     return _report(CaptionDataset(items, classes, root, split, name, skipped=skipped, flip=flip, crop=crop, bbox_crop=bbox_crop))
 
-# %% ../nbs/02_data.ipynb #ef5a8b2f
+# %% ../nbs/02_data.ipynb #5872f784
 _FLOWERS_LAYOUT = ('ROOT/{jpg/image_XXXXX.jpg, imagelabels.mat, setid.mat, text_c10/class_XXXXX/image_XXXXX.txt}')
 
 def _loadmat(path:Path) -> dict:
@@ -274,13 +316,22 @@ def _loadmat(path:Path) -> dict:
     except T2IError: raise
     except Exception as e: raise T2IError(f'could not read {path} as a MATLAB file ({type(e).__name__}: {e})') from None
 
+def _mat_ints(path:Path, key:str) -> np.ndarray:
+    "The integer array `key` of a MATLAB file, flattened; a missing or non-integer field is a one-line error naming the file."
+    m = _loadmat(path)
+    if key not in m: raise T2IError(f'{path} has no variable {key!r} (it has {", ".join(k for k in m if not k.startswith("__")) or "none"}): is it the Oxford-102 file?')
+    a = np.asarray(m[key]).ravel()
+    if a.size == 0 or a.dtype.kind not in 'iuf' or (a.dtype.kind == 'f' and not np.all(a == np.round(a))) or a.min() < 1:
+        raise T2IError(f'{path}: {key} must hold positive integers, it holds {a.dtype} values')
+    return a.astype(int)
+
 def load_flowers(root:str|Path, split:str='train', protocol:str='auto', flip:bool=True, crop:bool=True) -> CaptionDataset:
     "Read an Oxford-102 split ('train', 'val', 'test'); `protocol` 'official', 'stackgan' (class-disjoint pickles) or 'auto'."
     _check_split(split, ('train', 'val', 'test'), 'Oxford-102')
     root = Path(root)
     if not root.exists(): raise T2IError(f'data set root {root} not found; expected layout: {_FLOWERS_LAYOUT}')
     for sub in ('jpg', 'text_c10'): _need(root/sub, _FLOWERS_LAYOUT)
-    labels = _loadmat(root/'imagelabels.mat')['labels'].ravel().astype(int)
+    labels = _mat_ints(root/'imagelabels.mat', 'labels')
     pickles = [root/s/'filenames.pickle' for s in ('train', 'test')]
     if protocol not in ('auto', 'official', 'stackgan'): raise T2IError(f'unknown Oxford-102 protocol {protocol!r}: use auto, official or stackgan')
     if protocol == 'auto': protocol = 'stackgan' if all(p.exists() for p in pickles) else 'official'
@@ -289,8 +340,7 @@ def load_flowers(root:str|Path, split:str='train', protocol:str='auto', flip:boo
         keys = safe_unpickle(root/split/'filenames.pickle')
         ids = [int(m.group(1)) for k in keys if (m := re.search(r'image_(\d+)', str(k)))]
     else:
-        setid = _loadmat(root/'setid.mat')
-        ids = sorted(int(i) for i in setid[{'train': 'trnid', 'val': 'valid', 'test': 'tstid'}[split]].ravel())
+        ids = sorted(int(i) for i in _mat_ints(root/'setid.mat', {'train': 'trnid', 'val': 'valid', 'test': 'tstid'}[split]))
     classes = [f'class_{k:05d}' for k in range(1, int(labels.max()) + 1)]
     skipped, items = Counter(), []
     for i in ids:
@@ -303,7 +353,7 @@ def load_flowers(root:str|Path, split:str='train', protocol:str='auto', flip:boo
         items.append(Sample(img, caps, [lab - 1], key=f'image_{i:05d}'))
     return _report(CaptionDataset(items, classes, root, split, 'flowers', skipped=skipped, flip=flip, crop=crop))
 
-# %% ../nbs/02_data.ipynb #e06c0fd6
+# %% ../nbs/02_data.ipynb #6ccdb694
 _COCO_LAYOUT = ('ROOT/{annotations/captions_<split>2014.json, annotations/instances_<split>2014.json, <split>2014/*.jpg} '
                 '(COCO 2014, split train or val)')
 
@@ -314,17 +364,38 @@ def _read_json(path:Path, layout:str):
 def _coco_index(caps_file:Path, inst_file:Path) -> dict:
     "Parse the two COCO JSON files into {classes, images: [[file_name, id, captions, labels]]}."
     caps, inst = _read_json(caps_file, _COCO_LAYOUT), _read_json(inst_file, _COCO_LAYOUT)
-    try:
-        cats = sorted(inst['categories'], key=lambda c: c['id'])
-        cat_ix = {c['id']: i for i, c in enumerate(cats)}
-        by_img = defaultdict(list)
-        for a in caps['annotations']: by_img[a['image_id']].append(a['caption'])
-        labs = defaultdict(set)
-        for a in inst['annotations']: labs[a['image_id']].add(cat_ix[a['category_id']])
-        images = [[im['file_name'], im['id'], [c.strip() for c in by_img[im['id']] if c.strip()], sorted(labs[im['id']])]
-                  for im in sorted(caps['images'], key=lambda im: im['id'])]
-    except (KeyError, TypeError) as e: raise T2IError(f'{caps_file} / {inst_file} do not look like COCO annotation files (missing {e})') from None
+    cats = [_fields(c, f'{inst_file}: categories[{j}]', id=int, name=str) for j, c in enumerate(_list(inst, 'categories', inst_file))]
+    cats.sort(key=lambda c: c['id'])
+    cat_ix = {c['id']: i for i, c in enumerate(cats)}
+    by_img = defaultdict(list)
+    for j, a in enumerate(_list(caps, 'annotations', caps_file)):
+        a = _fields(a, f'{caps_file}: annotations[{j}]', image_id=int, caption=str)
+        by_img[a['image_id']].append(a['caption'])
+    labs = defaultdict(set)
+    for j, a in enumerate(_list(inst, 'annotations', inst_file)):
+        a = _fields(a, f'{inst_file}: annotations[{j}]', image_id=int, category_id=int)
+        if a['category_id'] not in cat_ix: raise T2IError(f'{inst_file}: annotations[{j}] has category_id {a["category_id"]}, which is not in its categories')
+        labs[a['image_id']].add(cat_ix[a['category_id']])
+    ims = [_fields(im, f'{caps_file}: images[{j}]', id=int, file_name=str) for j, im in enumerate(_list(caps, 'images', caps_file))]
+    images = [[im['file_name'], im['id'], [c.strip() for c in by_img[im['id']] if c.strip()], sorted(labs[im['id']])]
+              for im in sorted(ims, key=lambda im: im['id'])]
     return {'classes': [c['name'] for c in cats], 'images': images}
+
+def _list(d, key:str, path:Path) -> list:
+    "The list `d[key]` of a COCO file, or a one-line error naming the file."
+    if not isinstance(d, dict): raise T2IError(f'{path} must hold a JSON object with "{key}", it holds a {type(d).__name__}: is it a COCO annotation file?')
+    if not isinstance(d.get(key), list): raise T2IError(f'{path} has no "{key}" list: is it a COCO annotation file?')
+    return d[key]
+
+def _fields(rec, where:str, **types) -> dict:
+    "`rec` if it is a JSON object whose fields `types` have the right types (an int is not a bool), else a one-line error at `where`."
+    if not isinstance(rec, dict): raise T2IError(f'{where} must be a JSON object, got {json.dumps(rec)[:40]}')
+    for k, tp in types.items():
+        if k not in rec: raise T2IError(f'{where} has no "{k}"')
+        v = rec[k]
+        if not isinstance(v, tp) or isinstance(v, bool):
+            raise T2IError(f'{where}: "{k}" must be {"an integer" if tp is int else "a string"}, got {json.dumps(v)[:40]}')
+    return rec
 
 def _cached_json(cache_file:Path, sources:Sequence[Path], build) -> Any:
     "`build()`, or its result cached in `cache_file` as long as the `sources` keep their sizes and mtimes."

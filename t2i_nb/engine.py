@@ -19,7 +19,7 @@ from fastai.optimizer import Optimizer
 from fastai.callback.core import Callback, TrainEvalCallback, CancelBatchException, CancelTrainException, CancelValidException, CancelFitException
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import to_device
-from .core import T2IError, atomic_write, default_device, save_grid
+from .core import T2IError, atomic_write, default_device, error_line, save_grid
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'CKPT_FORMAT', 'CKPT_NAME', 'gan_optimizers', 'cpu_has_bf16', 'use_channels_last', 'resolve_precision',
@@ -260,7 +260,10 @@ def ckpt_state(self:GANTrainer) -> dict:
 @patch
 def load_ckpt_state(self:GANTrainer, d:dict):
     self.step, self.g_steps, self.log_names = d['step'], d['g_steps'], d['log_names']
-    self.opt_g.load_state_dict(d['opt_g']); self.opt_d.load_state_dict(d['opt_d'])
+    for opt, saved in ((self.opt_g, d['opt_g']), (self.opt_d, d['opt_d'])):
+        lrs = [g['lr'] for g in opt.param_groups]   # the rates this trainer was built with (a resume may lower them)...
+        opt.load_state_dict(saved)                  # ...which Adam's saved state would otherwise put back
+        for g, lr in zip(opt.param_groups, lrs): g['lr'] = lr
 
 # %% ../nbs/08_engine.ipynb #80879e22
 class LossComponent(Metric):
@@ -456,8 +459,10 @@ def load_checkpoint(path:str|Path, map_location='cpu') -> dict:
     path = Path(path)
     if path.is_dir(): path = path/CKPT_NAME
     if not path.is_file(): raise T2IError(f'no checkpoint at {path}: give a run folder written by t2i_train')
+    if path.stat().st_size == 0:   # only a copy or a disk outside t2i_nb's atomic writes leaves one
+        raise T2IError(f'{path} is empty (0 bytes): restore it from a copy, or start the run again (t2i_train --out a new folder)')
     try: ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise T2IError(f'{path} is not a readable t2i_nb checkpoint ({type(e).__name__}: {str(e).strip().splitlines()[0][:150]})') from None
+    except Exception as e: raise T2IError(f'{path} is not a readable t2i_nb checkpoint ({type(e).__name__}: {error_line(e)[:150]})') from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
         raise T2IError(f'{path} is not a t2i_nb checkpoint (format {ck.get("format") if isinstance(ck, dict) else type(ck).__name__!r})')
     return ck

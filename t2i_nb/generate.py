@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from PIL import Image
 from fastcore.script import call_parse, Param, store_true
-from .core import T2IError, cli_errors, default_device, to_pil, captioned_grid, atomic_write
+from .core import T2IError, check_out_file, cli_errors, default_device, to_pil, captioned_grid, atomic_write
 from .shapes import SHAPES, COLOURS, SIZES, POSITIONS, parse_caption_attributes
 from .data import Vocab, dataset_root, DEFAULT_ROOTS
 from .engine import CKPT_NAME
@@ -628,6 +628,7 @@ def t2i_generate(captions:Param('Captions to draw, each in quotes', str, nargs='
                  stages:store_true=False): # Multi-stage runs (AttnGAN): also write every stage (<out>_stages.png) and each caption's word attention (<out>_attention_<k>.png)
     "Draw images for captions with a trained run's EMA generator and save them as a captioned grid."
     caps = check_captions(captions)
+    check_out_file(out)   # a bad --out fails before the model is loaded
     if run is None:
         run = newest_run('runs')
         _warn(f'using the newest run: {run}')

@@ -29,7 +29,7 @@ from fastai.callback.core import Callback, CancelValidException
 from fastai.callback.progress import ProgressCallback
 from fastai.optimizer import Adam
 from fastcore.script import call_parse, store_true
-from .core import T2IError, Config, atomic_write, cli_errors, default_device, set_seed, metric_line
+from .core import T2IError, Config, FolderLock, atomic_write, check_out_dir, cli_errors, default_device, set_seed, metric_line, sweep_tmp
 from .data import (Vocab, CaptionDataset, TextImageDataset, T2IDataLoader, DATASETS, DEFAULT_ROOTS, get_dls,
                          load_dataset, dataset_root, held_out_split)
 from .encoders import build_text_encoder, build_image_encoder, load_strict, count_params
@@ -558,7 +558,9 @@ def t2i_pretrain(dataset:str='shapes',          # Data set: shapes, shapes-multi
                          n_images=n_images, valid_every=valid_every, encoder=encoder, clip_width=clip_width,
                          clip_layers=clip_layers, clip_embed_dim=clip_embed_dim, clip_context=clip_context)
     log = (lambda *a: None) if quiet else partial(print, flush=True)
-    with warnings.catch_warnings():
+    lock = FolderLock(check_out_dir(out, 't2i_pretrain run'), 't2i_pretrain').acquire()   # a bad --out fails before the data work
+    sweep_tmp(out)
+    with lock, warnings.catch_warnings():
         warnings.simplefilter('default')
         warnings.showwarning = lambda msg, *a, **k: print(f'warning: {msg}', file=sys.stderr)
         t0 = time.perf_counter()

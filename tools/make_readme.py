@@ -1,7 +1,8 @@
-"""Write README.md from nbs/index.ipynb (nbdev_readme needs Quarto, which cannot be installed here).
+"""Write README.md from nbs/index.ipynb (nbdev_readme needs Quarto, which cannot be installed here), and
+t2i_nb/_cli_help.py, the commands' --help texts that t2i_nb.cli prints without importing torch.
 
-    python tools/make_readme.py          # rewrite README.md
-    python tools/make_readme.py --check  # exit 1 if README.md is not current (CI)
+    python tools/make_readme.py          # rewrite README.md and t2i_nb/_cli_help.py
+    python tools/make_readme.py --check  # exit 1 if either is not current (CI)
 """
 import sys
 from pathlib import Path
@@ -16,11 +17,16 @@ def readme_text():
     nb = nbformat.read(root/'nbs'/'index.ipynb', as_version=4)
     return HEADER + notebook_md(nb)
 
+def help_text():
+    from t2i_nb.cli import help_module_text
+    return help_module_text()
+
 if __name__ == '__main__':
-    text, readme = readme_text(), root/'README.md'
-    if '--check' in sys.argv:
-        if not readme.exists() or readme.read_text() != text:
-            sys.exit('README.md is not current: run `python tools/make_readme.py` and commit it')
-        print('README.md is current')
-    else:
-        readme.write_text(text); print(f'wrote {readme}')
+    for path, make in ((root/'README.md', readme_text), (root/'t2i_nb'/'_cli_help.py', help_text)):
+        text = make()
+        if '--check' in sys.argv:
+            if not path.exists() or path.read_text() != text:
+                sys.exit(f'{path.name} is not current: run `python tools/make_readme.py` and commit it')
+            print(f'{path.name} is current')
+        else:
+            path.write_text(text); print(f'wrote {path}')
