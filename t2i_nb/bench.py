@@ -15,7 +15,7 @@ __all__ = ['BENCHES', 'QUICK', 'bench_fn', 'run_bench', 't2i_bench']
 
 # %% ../nbs/12_bench.ipynb #d8db931e
 BENCHES = {'data': ('t2i_nb.data', 'bench_data'), 'pretrain': ('t2i_nb.pretrain', 'bench_pretrain'),
-           'train': ('t2i_nb.train', 'bench_train'), 'generate': ('t2i_nb.generate', 'bench_generate')}
+           'train': ('t2i_nb.train', 'bench_train'), 'generate': ('t2i_nb.generate', 'bench_generate'), 'startup': ('t2i_nb.cli', 'bench_startup')}
 
 def bench_fn(what:str):
     "The benchmark function for `what` (one of `BENCHES`)."
@@ -27,7 +27,8 @@ def bench_fn(what:str):
 # %% ../nbs/12_bench.ipynb #d4e72e00
 # tiny settings for a smoke run (`--quick`): seconds, not minutes
 QUICK = {'data': dict(sizes=(32,), bs=8, n_batches=3), 'pretrain': dict(bs=8, size=32, steps=2, warmup=1),
-         'train': dict(sizes=(32,), bs=4, nf=8, steps=1, warmup=1), 'generate': dict(sizes=(32,), batch_sizes=(1, 4))}
+         'train': dict(sizes=(32,), bs=4, nf=8, steps=1, warmup=1), 'generate': dict(sizes=(32,), batch_sizes=(1, 4)),
+         'startup': dict(n=1, commands=('t2i_generate',))}
 
 def run_bench(what:str, quick:bool=False, **kwargs) -> dict:
     "Run benchmark `what` with the options it accepts (`None` values are left to its defaults); returns its dict plus machine facts."
@@ -50,7 +51,7 @@ def _ints(s:str|None):
 
 @call_parse
 @cli_errors
-def t2i_bench(what:Param('Which benchmark: data, pretrain, train or generate', str, opt=False, nargs='?')='train',
+def t2i_bench(what:Param('Which benchmark: data, pretrain, train, generate or startup', str, opt=False, nargs='?')='train',
               sizes:str=None,         # Image sizes, e.g. "64,256" (data, train, generate)
               bs:int=None,            # Batch size (data, pretrain, train)
               device:str=None,        # Device (default: T2I_DEVICE or the best present)

@@ -9,7 +9,7 @@ import importlib, sys
 # %% auto #0
 __all__ = ['COMMANDS', 'HELP_WIDTH', 't2i_info', 't2i_data', 't2i_pretrain', 't2i_train', 't2i_import', 't2i_eval',
            't2i_generate', 't2i_bench', 't2i_ablation', 'command_function', 'help_texts', 'help_module_text',
-           'run_command']
+           'run_command', 'bench_startup']
 
 # %% ../nbs/00a_cli.ipynb #d9734239
 COMMANDS = {'t2i_info': 'core', 't2i_data': 'data', 't2i_pretrain': 'pretrain', 't2i_train': 'train', 't2i_import': 'importer',
@@ -62,3 +62,24 @@ def _entry(name:str):
     return main
 
 t2i_info, t2i_data, t2i_pretrain, t2i_train, t2i_import, t2i_eval, t2i_generate, t2i_bench, t2i_ablation = map(_entry, COMMANDS)
+
+# %% ../nbs/00a_cli.ipynb #8319f877
+def _seconds(args:list[str], n:int) -> float:
+    "Median wall time of `n` fresh runs of `args` (a failing run is an error, not a time)."
+    import statistics, subprocess, time
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = subprocess.run(args, capture_output=True, text=True)
+        ts.append(time.perf_counter() - t0)
+        if r.returncode: raise RuntimeError(f'{" ".join(args)} failed: {r.stderr.strip()[-300:]}')
+    return round(statistics.median(ts), 3)
+
+def bench_startup(n:int=3, commands:tuple|list|None=None) -> dict:
+    "Seconds to `--help` and to import each command's module (fresh interpreters, median of `n`), next to `python -c pass` and `import torch`."
+    py = sys.executable
+    out = {'python_s': _seconds([py, '-c', 'pass'], n), 'import_torch_s': _seconds([py, '-c', 'import torch'], n), 'commands': {}}
+    for name in commands or COMMANDS:
+        out['commands'][name] = {'help_s': _seconds([py, '-c', f'from t2i_nb.cli import {name}; {name}()', '--help'], n),
+                                 'import_s': _seconds([py, '-c', f'import t2i_nb.{COMMANDS[name]}'], n)}
+    return out
