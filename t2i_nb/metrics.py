@@ -520,7 +520,7 @@ def r_precision_dmgan(img_codes:torch.Tensor, txt_codes:torch.Tensor, labels=Non
 
 # %% ../nbs/10_metrics.ipynb #a221c2f3
 from .core import save_grid
-from .clip import load_clip, clip_score
+from .clip import load_clip, clip_score, clip_image_features, clip_tokenize
 from .data import Vocab, dataset_root, load_dataset, held_out_split, load_size, DEFAULT_ROOTS
 
 # %% ../nbs/10_metrics.ipynb #f49645bf
@@ -649,6 +649,10 @@ def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, 
             x = imgs.float() if imgs.dtype != torch.uint8 else from_uint8(imgs)
             acc[which]['clip'].append(clip_score(clip_model, x, captions, reduce=False).cpu())
             acc[which]['clip_galip'].append(clip_score(clip_model, x, captions, w=1., clip_at_zero=False, mode='galip', reduce=False).cpu())
+            if not damsm:   # no DAMSM pair (a CLIP run such as GALIP): R-precision with the CLIP pair
+                acc[which]['img'].append(clip_image_features(clip_model, x.clamp(-1, 1), normalize=True).float().cpu())
+                ids = clip_tokenize(captions, clip_model.context_length).to(x.device)
+                acc[which]['txt'].append(clip_model.encode_text(ids, normalize=True).float().cpu())
     log(f'evaluating {run_dir} ({cfg.net.backbone}, text {cfg.net.text}, scl={cfg.net.scl}, {size}px): {n_samples} generated images vs '
         f'{len(test_ds)} real {test_ds.split} images of {cfg.dataset} on {dev}')
     t0, first = time.perf_counter(), None
@@ -685,16 +689,17 @@ def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, 
                          'scored': 'only the attributes each caption mentions (parse_caption_attributes)'}
         notes += list(refused.values())
     elif not builtin: notes.append(f'oracle skipped: it needs a built-in set (shapes, shapes-multi), not {cfg.dataset}')
-    if damsm:
+    if damsm or (clip_model is not None and acc['fake']['img']):
         from t2i_nb.pretrain import r_precision
         rp = {}
         for which, n_items in (('generated', [i for i, _ in caps]), ('real', [i for i, _ in real_pairs])):
             a = acc['fake' if which == 'generated' else 'real']
             mean, std = r_precision(torch.cat(a['img']), torch.cat(a['txt']), _labels(test_ds, n_items), seed=seed)
             rp[which], rp[f'{which}_std'] = mean, std
-        res['r_precision'] = rp | {'encoders': str(damsm[3]), 'n_neg': 99}
-        try: res['r_precision_dmgan'] = _r_precision_dmgan(acc, caps, real_pairs, test_ds, damsm, bs, dev, seed)
-        except T2IError as e: notes.append(f'R-precision by the DM-GAN protocol skipped: {e}')
+        res['r_precision'] = rp | {'encoders': str(damsm[3]) if damsm else f'CLIP {clip_src}', 'n_neg': 99}
+        if damsm:
+            try: res['r_precision_dmgan'] = _r_precision_dmgan(acc, caps, real_pairs, test_ds, damsm, bs, dev, seed)
+            except T2IError as e: notes.append(f'R-precision by the DM-GAN protocol skipped: {e}')
     if clip_model is not None:
         mean = lambda which, k: float(torch.cat(acc[which][k]).mean())
         res['clip_score'] = {'generated': mean('fake', 'clip'), 'real': mean('real', 'clip'),
@@ -731,7 +736,8 @@ def eval_markdown(res:dict) -> str:
                      f"{v['n']} captions mention it |")
     rp = res.get('r_precision')
     if rp: L.append(f"| R-precision | {_f(rp['generated'], True)} +- {_f(rp['generated_std'], True)} | "
-                    f"{_f(rp['real'], True)} +- {_f(rp['real_std'], True)} | 1 true vs 99 mismatched captions |")
+                    f"{_f(rp['real'], True)} +- {_f(rp['real_std'], True)} | 1 true vs 99 mismatched captions"
+                    f"{' (CLIP pair)' if str(rp.get('encoders', '')).startswith('CLIP') else ''} |")
     cs = res.get('clip_score')
     if cs: L += [f"| CLIP score | {_f(cs['generated'])} | {_f(cs['real'])} | 100 x max(cos, 0), CLIP `{cs['clip']}` |",
                  f"| CLIP score, GALIP's (mean cosine) | {_f(cs['generated_galip'], nd=4)} | {_f(cs['real_galip'], nd=4)} | GALIP's calc_clip_sim |"]

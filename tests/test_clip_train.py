@@ -69,6 +69,9 @@ def test_eval_and_generate_on_a_galip_run(data, tmp_path, capsys):
     assert cs['clip'] == str(clip.resolve()) and 0 <= cs['generated'] <= 100 and 0 <= cs['real'] <= 100
     assert -1 <= cs['generated_galip'] <= 1
     assert '| CLIP score |' in (run_dir/'eval.md').read_text()
+    rp = res['r_precision']                                                 # no DAMSM pair: R-precision with the CLIP pair
+    assert rp['encoders'].startswith('CLIP') and 0 <= rp['generated'] <= 1 and 0 <= rp['real'] <= 1
+    assert '(CLIP pair)' in (run_dir/'eval.md').read_text()
     t2i_generate(['a red circle', 'a small blue square'], run=str(run_dir), n=2, out=str(tmp_path/'g.png'), device='cpu')
     assert (tmp_path/'g.png').is_file()
 
