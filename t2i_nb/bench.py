@@ -58,6 +58,8 @@ def t2i_bench(what:Param('Which benchmark: data, pretrain, train, generate or st
               backbone:str=None,      # train: the GAN (dfgan, ssa, attngan, dmgan, dfgan-mask; default dfgan)
               text:str=None,          # train: the text side (damsm, dte, dte-shared; default damsm)
               nf:int=None,            # train: network width (default 32, DF-GAN's)
+              precision:str=None,     # train: fp32, bf16, fp16 or auto (default: auto)
+              steps:int=None,         # train, pretrain: timed steps per measurement
               quick:store_true=False, # Tiny settings: a smoke test in seconds
               out:str=None,           # Also write the JSON result to this file
               json_out:Param('Print the result as one JSON object', store_true)=False):
@@ -66,7 +68,7 @@ def t2i_bench(what:Param('Which benchmark: data, pretrain, train, generate or st
     if device is not None: kw['device'] = str(default_device(device))
     fn = bench_fn(what); accepted = inspect.signature(fn).parameters
     kw = {k: v for k, v in kw.items() if v is not None and k in accepted}
-    kw |= {k: v for k, v in dict(backbone=backbone, text=text, nf=nf).items() if v is not None}   # given for another benchmark: an error
+    kw |= {k: v for k, v in dict(backbone=backbone, text=text, nf=nf, precision=precision, steps=steps).items() if v is not None}   # given for another benchmark: an error
     res = run_bench(what, quick=quick, **kw)
     if out: atomic_write(out, lambda p: p.write_text(json.dumps(res, indent=1)))
     print(json.dumps(res) if json_out else json.dumps(res, indent=1))
