@@ -396,3 +396,33 @@ def test_pretrain_out_checked_before_the_data_work(tmp_path):
     with FolderLock(tmp_path/'enc', 't2i_pretrain'):
         assert 'is in use by t2i_pretrain' in one_error(t2i_pretrain, dataset='shapes', root=str(tmp_path/'nodata'), out=str(tmp_path/'enc'))
     assert time.time() - t0 < 10
+
+
+# ---- bugs and --debug ---------------------------------------------------------------------------------------------
+
+def test_a_bug_is_one_line_pointing_to_debug(root, tmp_path, monkeypatch):
+    import t2i_nb.train as tr
+    def broken(*a, **k): raise ZeroDivisionError('division by zero')
+    monkeypatch.setattr(tr, 'build_system', broken)
+    msg = one_error(t2i_train, out=str(tmp_path/'r'), root=str(root), steps=1, code=1, **TINY)
+    assert 'internal error (ZeroDivisionError: division by zero)' in msg and '--debug' in msg
+    with pytest.raises(ZeroDivisionError): t2i_train(out=str(tmp_path/'r2'), root=str(root), steps=1, debug=True, **TINY)
+    monkeypatch.setenv('T2I_DEBUG', '1')
+    with pytest.raises(ZeroDivisionError): t2i_train(out=str(tmp_path/'r3'), root=str(root), steps=1, **TINY)
+
+
+def test_debug_flag_on_the_command_line(tmp_path):
+    r = subprocess.run([sys.executable, '-c', 'from t2i_nb.cli import t2i_data; t2i_data()', '--make', 'nope', '--debug'],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 1 and 'Traceback' in r.stderr and "--make 'nope'" in r.stderr
+
+
+def test_corrupt_vocab_json(run, tmp_path):
+    (run/'vocab.json').write_text('{"itos": [1, 2')
+    assert 'vocab' in one_error(t2i_generate, ['a red circle'], run=str(run), out=str(tmp_path/'g.png'))
+    assert 'vocab' in one_error(t2i_train, resume=str(run), steps=3, quiet=True)
+
+
+def test_missing_config_json(run):
+    (run/'config.json').unlink()
+    assert 'not a t2i_train run folder (no config.json)' in one_error(t2i_train, resume=str(run), steps=3, quiet=True)
