@@ -630,8 +630,8 @@ def evaluate_run(run_dir:str|Path, n_samples:int=2000, bs:int=100, device=None, 
         if inception_weights: raise
         notes.append(f'standard Inception FID skipped: {e}')
     damsm, why = _encoders(run_dir, encoders, dev)
-    if why: notes.append(why)
     clip_model, clip_src = _clip_judge(system, cfg, run_dir, clip, dev)
+    if why and clip_model is None: notes.append(why)   # with a CLIP, R-precision uses the CLIP pair instead
     if clip_model is None: notes.append('CLIP score skipped: no CLIP (the run has none): pass --clip PATH or set T2I_CLIP')
     caps = eval_captions(test_ds, n_samples, [vocab] + ([damsm[2]] if damsm else []), seed)
 
