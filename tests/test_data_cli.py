@@ -36,7 +36,7 @@ def test_help():
     # what `t2i_data --help` prints (in-process: each subprocess costs seconds of import time)
     from fastcore.script import anno_parser
     from t2i_nb.data import t2i_data
-    text = anno_parser(t2i_data).format_help()
+    text = ' '.join(anno_parser(t2i_data).format_help().split())   # argparse wraps at the terminal's width
     for flag in ('--make', '--out', '--n', '--size', '--seed', '--dataset', '--root', '--json', '--grid', '--split'):
         assert flag in text
     assert 'Data set to inspect' in text
