@@ -51,7 +51,7 @@ def error_line(e:BaseException) -> str:
         return 'out of memory: use a smaller --bs or --img_size (training continues from the last checkpoint with --resume)'
     return _first_line(e)
 
-_USER_ERRORS = (T2IError, OSError, ValueError, UnicodeDecodeError, MemoryError)
+_USER_ERRORS = (T2IError, OSError, ValueError, MemoryError)   # ValueError covers UnicodeDecodeError
 
 def _on_sigterm(signum, frame): raise Terminated()
 
@@ -172,31 +172,30 @@ def atomic_write(path:str|Path, write:Callable[[Path], Any]) -> Path:
         if tmp.exists(): tmp.unlink()
     return path
 
+def _writable_below(path:Path, folder:Path, name:str):
+    "One-line error unless no part of the path above `path` is a file and `folder` can be made and written in (`name`: `path` in the message)."
+    for up in path.parents:
+        if up.exists() and not up.is_dir(): raise T2IError(f'{name} lies below {up}, which is a file: choose another path')
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder): pass
+    except OSError as e: raise T2IError(f'cannot write in {folder} ({e.strerror}): choose a folder you can write to') from None
+
 def check_out_file(path:str|Path, what:str='--out') -> Path:
     "`path` if a file can be written there (its folder made if missing); else a one-line error, before any work is spent on its content."
     path = Path(path)
     if path.is_dir(): raise T2IError(f'{what} {path} is a folder: give a file name, e.g. {path/"out.png"}')
-    for up in path.parents:
-        if up.exists() and not up.is_dir(): raise T2IError(f'{what} {path} lies below {up}, which is a file: choose another path')
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent): pass
-    except OSError as e: raise T2IError(f'cannot write {what} {path} ({e.strerror}): choose a folder you can write to') from None
+    _writable_below(path, path.parent, f'{what} {path}')
     return path
 
 def check_out_dir(folder:str|Path, what:str='t2i_train run') -> Path:
     "`folder` made ready to hold a `what`: a one-line error if it is a file, lies below a file, cannot be written, or holds other files."
     folder = Path(folder)
     if folder.exists() and not folder.is_dir(): raise T2IError(f'{folder} is a file, not a folder: choose another --out')
-    for up in folder.parents:
-        if up.exists() and not up.is_dir(): raise T2IError(f'{folder} lies below {up}, which is a file: choose another --out')
     if folder.is_dir() and not (folder/'config.json').is_file():
         other = sorted(p.name for p in folder.iterdir() if not p.name.startswith('.'))
         if other: raise T2IError(f'{folder} holds other files ({", ".join(other[:3])}{", ..." if len(other) > 3 else ""}), not a {what}: choose a new or empty folder')
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder): pass
-    except OSError as e: raise T2IError(f'cannot write in {folder} ({e.strerror}): choose a folder you can write to') from None
+    _writable_below(folder, folder, str(folder))
     return folder
 
 def sweep_tmp(folder:str|Path) -> list[str]:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 from .core import T2IError, atomic_write, cli_errors, captioned_grid, default_device, from_uint8, read_json
+from .core import _type_ok, _type_name   # the JSON type checks of Config, for COCO's records
 
 # %% auto #0
 __all__ = ['DATASETS', 'DEFAULT_ROOTS', 'safe_unpickle', 'Vocab', 'Sample', 'CaptionDataset', 'bbox_crop_box', 'read_image',
@@ -201,7 +202,8 @@ def to_rgb(img:Image.Image, path:str|Path|None=None) -> Image.Image:
     try:
         if m in _HIGH_BIT:
             a = np.asarray(img).astype(np.float64)
-            top = 1.0 if m == 'F' and a.max() <= 1.0 else 255.0 if a.max() <= 255 else 65535.0 if a.max() <= 65535 else float(a.max())
+            hi = float(a.max())
+            top = 1.0 if m == 'F' and hi <= 1.0 else 255.0 if hi <= 255 else 65535.0 if hi <= 65535 else hi
             img = Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), 'L')
         elif m in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or (m == 'P' and 'transparency' in img.info):
             rgba = img.convert('RGBA')
@@ -234,16 +236,13 @@ def _read_table(path:Path, layout:str, cols:str='') -> list[list]:
         if not r: continue
         if cols:
             if len(r) < len(cols): raise T2IError(f'{path}, line {n}: expected {len(cols)} fields, got {len(r)}: {line.strip()[:80]!r}')
-            try: r = [conv[c](v) for c, v in zip(cols, r)]
-            except (ValueError, KeyError):
-                bad = next(j for j, (c, v) in enumerate(zip(cols, r)) if not _parses(conv[c], v))
-                raise T2IError(f'{path}, line {n}: field {bad + 1} must be {names[cols[bad]]}, got {r[bad][:40]!r}') from None
+            vals = []
+            for j, (c, v) in enumerate(zip(cols, r)):
+                try: vals.append(conv[c](v))
+                except (ValueError, KeyError): raise T2IError(f'{path}, line {n}: field {j + 1} must be {names[c]}, got {v[:40]!r}') from None
+            r = vals
         rows.append(r)
     return rows
-
-def _parses(f, v) -> bool:
-    try: f(v); return True
-    except (ValueError, KeyError): return False
 
 def _check_split(split:str, allowed:Sequence[str], name:str):
     if split not in allowed: raise T2IError(f'{name} has no split {split!r}: use one of {", ".join(allowed)}')
@@ -276,7 +275,7 @@ def load_cub(root:str|Path, split:str='train', protocol:str='auto', bbox_crop:bo
     paths = {i: p for i, p in _read_table(cub/'images.txt', _CUB_LAYOUT, 'is')}
     classes = [c for _, c in sorted((i, c) for i, c in _read_table(cub/'classes.txt', _CUB_LAYOUT, 'is'))]
     label = {}
-    for n, (i, c) in enumerate(_read_table(cub/'image_class_labels.txt', _CUB_LAYOUT, 'ii')):
+    for i, c in _read_table(cub/'image_class_labels.txt', _CUB_LAYOUT, 'ii'):
         if not 1 <= c <= len(classes): raise T2IError(f'{cub/"image_class_labels.txt"}: image {i} has class {c}, but classes.txt has {len(classes)} classes')
         label[i] = c - 1
     is_train = {i: t for i, t in _read_table(cub/'train_test_split.txt', _CUB_LAYOUT, 'ib')}
@@ -392,9 +391,7 @@ def _fields(rec, where:str, **types) -> dict:
     if not isinstance(rec, dict): raise T2IError(f'{where} must be a JSON object, got {json.dumps(rec)[:40]}')
     for k, tp in types.items():
         if k not in rec: raise T2IError(f'{where} has no "{k}"')
-        v = rec[k]
-        if not isinstance(v, tp) or isinstance(v, bool):
-            raise T2IError(f'{where}: "{k}" must be {"an integer" if tp is int else "a string"}, got {json.dumps(v)[:40]}')
+        if not _type_ok(tp, rec[k]): raise T2IError(f'{where}: "{k}" must be {_type_name(tp)}, got {json.dumps(rec[k])[:40]}')
     return rec
 
 def _cached_json(cache_file:Path, sources:Sequence[Path], build) -> Any:

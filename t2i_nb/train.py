@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #b59b1ec0
 from __future__ import annotations
-import datetime, json, math, os, shutil, sys, tempfile, time
+import datetime, json, math, os, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple, Sequence
@@ -510,7 +510,6 @@ def t2i_train(preset:str=None,             # Preset (default cpu-quick): cpu-qui
         run_dir = Path(out) if out else Path('runs')/f'{datetime.datetime.now():%Y%m%d-%H%M%S}-{cfg.net.backbone}-{cfg.net.text}-{cfg.net.scl}'
         if (run_dir/CKPT_NAME).exists(): raise T2IError(f'{run_dir} already holds a run: continue it with --resume {run_dir}, or choose another --out')
     cfg.check()
-    if _rank0_env(): check_out_dir(run_dir)   # before the data and the encoders: a bad --out fails in a second
     log = _noop_logger if quiet else (lambda *a: print(*a, flush=True))
     if _rank0_env(): print(f'run folder: {run_dir}', flush=True)
     try: learn = train(cfg, run_dir, resume=resume is not None, device=device, progress=None if not quiet else False, log=log)
