@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_engine.ipynb #003c7ddc
 from __future__ import annotations
-import datetime, functools, json, math, os, random, shutil, signal, threading
+import datetime, functools, inspect, json, math, os, random, shutil, signal, threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Sequence
@@ -25,9 +25,9 @@ from .core import T2IError, atomic_write, default_device, error_line, save_grid
 __all__ = ['PRECISIONS', 'CKPT_FORMAT', 'CKPT_NAME', 'gan_optimizers', 'cpu_has_bf16', 'use_channels_last', 'resolve_precision',
            'grad_norm', 'AMP', 'NonFiniteLoss', 'world_info', 'all_reduce_grads', 'frozen', 'GANTrainer',
            'LossComponent', 'rng_state', 'set_rng_state', 'preserve_rng', 'DataState', 'LossHistory', 'plot_losses',
-           'ema_avg_fn', 'EMA', 'config_mismatch', 'load_state_strict', 'save_checkpoint', 'load_checkpoint',
-           'run_state', 'load_run_state', 'Checkpointer', 'RunControl', 'SampleGrid', 'gan_learner', 'fit_steps',
-           'init_distributed', 'broadcast_state']
+           'ema_avg_fn', 'share_frozen', 'EMA', 'config_mismatch', 'load_state_strict', 'save_checkpoint',
+           'load_checkpoint', 'run_state', 'load_run_state', 'Checkpointer', 'RunControl', 'SampleGrid', 'gan_learner',
+           'fit_steps', 'init_distributed', 'broadcast_state']
 
 # %% ../nbs/08_engine.ipynb #32c3c974
 def _device(m:nn.Module) -> torch.device: return next(m.parameters()).device
@@ -164,6 +164,11 @@ def _null_opt(params, lr=1e-4, **kwargs):
     return Optimizer(params, cbs=[], lr=lr)
 
 # %% ../nbs/08_engine.ipynb #84c79701
+def _takes(f, name:str) -> bool:
+    "Does callable `f` accept the keyword `name`? (An optional part of the engine's protocol.)"
+    try: return name in inspect.signature(f).parameters
+    except (TypeError, ValueError): return False
+
 class GANTrainer(Callback):
     "Replaces fastai's training step: a D step every batch, a G step every `n_critic` batches, two Adam optimizers."
     order = AMP.order + 25                  # before_batch: runs the whole D/G step, inside AMP's autocast
@@ -191,8 +196,10 @@ class GANTrainer(Callback):
 
     def _one(self, which:str, batch) -> dict:
         sys_, mp, opt, params = self.system, self.mp, self.opts[which], self.params[which]
-        with mp.autocast():
-            loss, logs = sys_.d_loss(batch, grad_scale=mp.grad_scale('D'), step=self.step) if which == 'D' else sys_.g_loss(batch)
+        with mp.autocast():   # keep_fake: when a G step follows, its generation is the D step's (one forward, as DF-GAN's loop)
+            kw = {'keep_fake': self._will_g()} if which == 'D' and _takes(sys_.d_loss, 'keep_fake') else {}
+            loss, logs = (sys_.d_loss(batch, grad_scale=mp.grad_scale('D'), step=self.step, **kw) if which == 'D'
+                          else sys_.g_loss(batch))
         self._check(which, loss, logs)
         opt.zero_grad(set_to_none=True)
         mp.backward(loss, which)
@@ -201,11 +208,13 @@ class GANTrainer(Callback):
         gn, _ = mp.step(opt, which, params)
         return {f'loss_{which}': loss.detach(), **logs, f'gnorm_{which}': gn}
 
+    def _will_g(self) -> bool: return (self.step + 1) % self.n_critic == 0
+
     def train_step(self, batch) -> dict[str, float]:
         "One D step and (every `n_critic` batches) one G step on `batch`; returns every loss component as a float."
         if self.channels_last: batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
         logs = self._one('D', batch)
-        self.did_g = (self.step + 1) % self.n_critic == 0
+        self.did_g = self._will_g()
         if self.did_g:
             with frozen(self.d_only): logs.update(self._one('G', batch))
             self.g_steps += 1
@@ -392,9 +401,20 @@ def ema_avg_fn(decay:float=0.999):
     @torch.no_grad()
     def _avg(ema:list[Tensor], cur:list[Tensor], n):
         if not ema[0].is_floating_point(): torch._foreach_copy_(ema, cur); return  # BatchNorm's batch counter
+        pairs = [(e, c) for e, c in zip(ema, cur) if e.data_ptr() != c.data_ptr()]   # shared (frozen) tensors: nothing to do
+        if not pairs: return
         d = min(decay, (1 + float(n)) / (10 + float(n)))
-        torch._foreach_lerp_(ema, cur, 1 - d)
+        torch._foreach_lerp_([e for e, _ in pairs], [c for _, c in pairs], 1 - d)
     return _avg
+
+def share_frozen(copy_:nn.Module, orig:nn.Module) -> nn.Module:
+    "Point `copy_`'s frozen parameters (`requires_grad=False` in `orig`, e.g. GALIP's CLIP) at `orig`'s: one tensor, never averaged."
+    src = dict(orig.named_parameters(remove_duplicate=False))
+    for name, _ in list(copy_.named_parameters(remove_duplicate=False)):
+        if not src[name].requires_grad:
+            owner, _, leaf = name.rpartition('.')
+            setattr(copy_.get_submodule(owner), leaf, src[name])
+    return copy_
 
 class EMA(Callback):
     "An EMA copy of `netG` (`AveragedModel`), updated after every G step; `generator` is the averaged network."
@@ -402,6 +422,7 @@ class EMA(Callback):
     def __init__(self, netG:nn.Module, decay:float=0.999):
         self.decay = decay
         self.avg = AveragedModel(netG, multi_avg_fn=ema_avg_fn(decay), use_buffers=True)
+        share_frozen(self.avg.module, netG)
         if getattr(self.avg.module, '_compiled_call_impl', None) is not None: self.avg.module._compiled_call_impl = None
         self.avg.requires_grad_(False).eval()
     @property

@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 from fastcore.basics import patch
 from torch import nn, Tensor
+from torch.utils._pytree import tree_map_only
 from .core import Config, T2IError, set_seed
 from .encoders import DualTextEmbedding, TextEmbedConfig, TextEmbeds, count_params
 from .losses import damsm_sent_loss, damsm_word_loss, contrastive_loss, LabelHead, ce_label_loss, CONTRASTIVE
@@ -231,14 +232,25 @@ def _align_loss(self:T2IGAN, feats:Tensor, s:Tensor, labels:Tensor) -> Tensor:
     l0, l1 = damsm_sent_loss(self.align(feats.mean((2, 3))), s, labels, gamma3=ALIGN_GAMMA)
     return l0 + l1
 
+def _frozen_condition(e:TextEmbeds) -> bool:
+    "True when nothing in G's condition is trained (a frozen text side): then one generator forward can serve both steps."
+    return not any(t is not None and t.requires_grad for t in (e.s_g, e.words_g))
+
 @patch
-def d_loss(self:T2IGAN, batch, grad_scale:float|None=None, step:int|None=None):
+def d_loss(self:T2IGAN, batch, grad_scale:float|None=None, step:int|None=None, keep_fake:bool=False):
     "Discriminator step: the backbone's D loss on matched/fake/mismatched pairs with its gradient penalty (+ alignment, + CE head). Returns `(loss, logs)`."
     img, tokens, lengths, labels = batch[:4]
     cfg = self.cfg
     reg = step is None or step % cfg.gp_every == 0   # lazy MA-GP: only every gp_every-th step (None: always)
+    self.__dict__.pop('_kept', None)
     e = self.embed(tokens, lengths)
-    with torch.no_grad(): fake = self.backbone.generate(self.sample_z(len(img)), e.s_g, e.words_g, ~e.mask)
+    z = self.sample_z(len(img))
+    if keep_fake and _frozen_condition(e):   # the official loop: G's forward once, D sees it detached, G's step reuses it
+        out = self.backbone.generate(z, e.s_g, e.words_g, ~e.mask)
+        self.__dict__['_kept'] = (tokens, e, out)    # in __dict__: a plain attribute, never a module or a buffer
+        fake = tree_map_only(Tensor, Tensor.detach, out)
+    else:
+        with torch.no_grad(): fake = self.backbone.generate(z, e.s_g, e.words_g, ~e.mask)
     s_d = e.s_d if e.s_d.requires_grad or not reg else e.s_d.detach().requires_grad_(True)  # MA-GP needs dC/ds
     img = img.detach().requires_grad_(reg)
     loss, logs, feats = self.backbone.d_loss(img, fake, s_d, _single(labels), gp_weight=GP_K * cfg.gp_every if reg else 0.,
@@ -284,8 +296,11 @@ def g_loss(self:T2IGAN, batch):
     "Generator step: the backbone's G loss (+ alignment of the fakes, + SCL, + CA's KL). Returns `(loss, logs)`."
     img, tokens, lengths, labels = batch[:4]
     cfg = self.cfg
-    e = self.embed(tokens, lengths)
-    out = self.backbone.generate(self.sample_z(len(img)), e.s_g, e.words_g, ~e.mask)
+    kept = self.__dict__.pop('_kept', None)
+    if kept is not None and kept[0] is tokens: e, out = kept[1:]    # the D step's generation of this batch (keep_fake)
+    else:
+        e = self.embed(tokens, lengths)
+        out = self.backbone.generate(self.sample_z(len(img)), e.s_g, e.words_g, ~e.mask)
     fake = self.backbone.image(out)
     s_d = e.s_d.detach()  # a constant condition: G's loss must not train D's embedding
     damsm = partial(self.damsm_loss, tokens=tokens, lengths=lengths, labels=labels) if self.backbone.uses_damsm else None

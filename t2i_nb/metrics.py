@@ -38,6 +38,7 @@ class FeatureExtractor(nn.Module):
     name: str = 'features'
     num_features: int = 0
     num_classes: int = 0
+    kid_rescale: bool = False   # KID on features divided by the real features' RMS (for networks other than Inception)
     def extract(self, x:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: raise NotImplementedError
     def forward(self, x:torch.Tensor) -> torch.Tensor: return self.extract(x)[0]
 
@@ -83,6 +84,16 @@ class ImageMetrics:
         self.n['real' if real else 'fake'] += len(x)
         self.ext.forget()
 
+    def _kid(self) -> tuple[torch.Tensor, torch.Tensor, float|None]:
+        "KID's mean and std over subsets; with `kid_rescale`, on features divided by the real features' RMS (returned)."
+        if not self.ext.kid_rescale: return (*self.kid.compute(), None)
+        kept = self.kid.real_features, self.kid.fake_features
+        rms = float(torch.cat(kept[0]).double().pow(2).mean().sqrt().clamp_min(1e-12))
+        self.kid.real_features, self.kid.fake_features = [f / rms for f in kept[0]], [f / rms for f in kept[1]]
+        try: k, ks = self.kid.compute()
+        finally: self.kid.real_features, self.kid.fake_features = kept
+        return k, ks, rms
+
     def compute(self) -> dict:
         "`{'fid', 'kid', 'kid_std', 'is', 'is_std', 'is_real', 'is_real_std', 'n_real', 'n_fake', 'features', ...}`."
         nr, nf = self.n['real'], self.n['fake']
@@ -90,8 +101,9 @@ class ImageMetrics:
         self.kid.subset_size = min(self.kid_subset_size, nr, nf)
         out = {'features': self.ext.name, 'n_real': nr, 'n_fake': nf}
         out['fid'] = float(self.fid.compute())
-        k, ks = self.kid.compute()
+        k, ks, scale = self._kid()
         out |= {'kid': float(k), 'kid_std': float(ks), 'kid_subset_size': self.kid.subset_size}
+        if scale is not None: out['kid_feature_rms'] = scale
         for name, m, n in (('is', self.is_fake, nf), ('is_real', self.is_real, nr)):
             m.splits = max(1, min(self.is_splits, n // 2))
             with warnings.catch_warnings():
@@ -426,6 +438,7 @@ def oracle_scores(evaluator:AttrEvaluator, images:torch.Tensor, captions:Sequenc
 # %% ../nbs/10_metrics.ipynb #3dea4b5e
 class EvaluatorFeatures(FeatureExtractor):
     "The evaluator as a feature network: penultimate features; logits over (shape, colour) classes (multi: shapes)."
+    kid_rescale = True   # its features are not on Inception's scale, which KID's cubic kernel assumes
     def __init__(self, evaluator:AttrEvaluator):
         super().__init__()
         self.evaluator = evaluator.eval()

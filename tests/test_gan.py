@@ -67,3 +67,20 @@ def test_config_roundtrip_and_checkpoint_shape():
     assert cfg2 == m.cfg
     m2 = T2IGAN(cfg2, RNNEncoder(V, ninput=32, nhidden=256), CNNEncoder(nef=256, img_size=S, nf=8), n_classes=4)  # the data's class count
     m2.load_state_dict(m.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize('text, forwards', [('damsm', 1), ('dte', 2)])
+def test_engine_generates_once_per_iteration_with_a_frozen_text_side(text, forwards):
+    "DF-GAN's official loop: with a frozen condition the D step's generation is reused by the G step; a trained text side generates again."
+    from t2i_nb.engine import GANTrainer
+    m, batch = make_gan(text, 'supcon'), make_batch()
+    calls, orig = [], m.backbone.generate
+    m.backbone.generate = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    tr = GANTrainer(m)
+    g0 = [p.detach().clone() for p in m.g_parameters()]
+    tr.train_step(batch)
+    assert len(calls) == forwards
+    assert any(not torch.equal(a, p) for a, p in zip(g0, m.g_parameters()))      # G trained through the reused forward
+    tr.n_critic, tr.step = 2, 2; calls.clear()
+    tr.train_step(batch)                                                           # a D step with no G step after it
+    assert not tr.did_g and len(calls) == 1 and '_kept' not in m.__dict__          # nothing kept alive for a G step that never comes
