@@ -519,7 +519,7 @@ def plot_ablation(summary:dict, path:str|Path|None=None, metrics:Sequence[str]|N
     if path is not None: atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=90))
     return fig
 
-# %% ../nbs/13_ablation.ipynb #7dab1158
+# %% ../nbs/13_ablation.ipynb #c8c0f6d6
 def sample_grid(cfg:AblationConfig, dataset:str, seed:int|None=None, n:int|None=None):
     "One image grid for `dataset`: a line per finished row (its run of `seed`, default the first), the same `n` held-out captions and noise for every row; None if no row has finished."
     import torch, torch.nn.functional as F
