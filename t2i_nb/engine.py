@@ -52,10 +52,10 @@ def cpu_has_bf16() -> bool:
     return bool(flags & {'avx512_bf16', 'amx_bf16'}) and torch.backends.mkldnn.is_available()
 
 def use_channels_last(channels_last:bool|None, device:str|torch.device, precision:str) -> bool:
-    "`channels_last` if given; `None`: on for CUDA and for bf16 on the CPU (oneDNN's bf16 convolutions want NHWC)."
+    "`channels_last` if given; `None`: on for CUDA and the CPU (oneDNN's convolutions run NHWC without reorders), off for MPS."
     if channels_last is not None: return channels_last
-    dev = torch.device(device)
-    return dev.type == 'cuda' or (dev.type == 'cpu' and resolve_precision(precision, dev) == 'bf16')
+    resolve_precision(precision, device)   # an unknown precision is still an error
+    return torch.device(device).type in ('cuda', 'cpu')
 
 # %% ../nbs/08_engine.ipynb #0161bf2e
 def resolve_precision(precision:str, device:str|torch.device) -> str:

@@ -50,7 +50,7 @@ class TrainConfig(Config):
     ema_decay: float = 0.999         # EMA of the generator's weights
     precision: str = 'auto'          # fp32, bf16, fp16 or auto (bf16/fp16 on a GPU; on the CPU bf16 if it has native bf16, else fp32)
     compile: bool = False            # torch.compile the generator
-    channels_last: bool|None = None  # channels-last memory format (None: on for CUDA and for bf16 on the CPU)
+    channels_last: bool|None = None  # channels-last memory format (None: on for CUDA and the CPU, off for MPS)
     workers: int = 0                 # DataLoader worker processes
     seed: int = 0
     ckpt_every: int = 500            # steps between checkpoints (and always at the end)
@@ -417,7 +417,7 @@ def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32,
     dev = default_device(device)
     cl = use_channels_last(channels_last, dev, precision)
     out = {'device': str(dev), 'torch_threads': torch.get_num_threads(), 'backbone': backbone, 'text': text, 'nf': nf, 'lazy_gp': lazy_gp,
-           'baseline': 'textbook_step: one generator forward reused by D and G, MA-GP every step, torch Adam, fp32, eager, NCHW', 'sizes': {}}
+           'baseline': 'textbook_step: one generator forward reused by D and G, MA-GP every step, torch Adam, fp32, eager, NCHW, the official block order', 'sizes': {}}
     p = get_backbone(backbone).paper                                           # the backbone's own Adam settings, in every loop
     def engine_time(size, b, batch, gp_every):
         syse = _bench_system(size, nf, backbone, text, dev, seed=seed, gp_every=gp_every)   # the engine: AMP, channels-last, fused Adam, EMA
@@ -428,7 +428,9 @@ def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32,
     for size in sizes:
         b = bs or {32: 32, 64: 32, 128: 16, 256: 8}.get(size, 16)
         batch = _bench_batch(b, size, dev, seed=seed)
-        sysp = _bench_system(size, nf, backbone, text, dev, seed=seed)        # the textbook loop
+        sysp = _bench_system(size, nf, backbone, text, dev, seed=seed)        # the textbook loop, in the official block order
+        for m in sysp.modules():
+            if hasattr(m, 'cheap_shortcut'): m.cheap_shortcut = False
         og, od = (torch.optim.Adam(ps, lr=lr, betas=p['betas']) for ps, lr in ((sysp.g_parameters(), p['lr_g']), (sysp.d_parameters(), p['lr_d'])))
         t_plain = _time(lambda: textbook_step(sysp, batch, og, od), steps, warmup, dev)
         del sysp, og, od
@@ -506,7 +508,7 @@ def t2i_train(preset:str=None,             # Preset (default cpu-quick): cpu-qui
               lr_d:float=None,             # Discriminator learning rate (default: the preset's)
               pretrain_epochs:int=None,    # Epochs of the encoders' pre-training (when needed and --encoders is not given)
               compile:store_true=False,    # torch.compile the generator
-              channels_last:str=None,      # Channels-last memory format: on or off (default: the preset's; unset: on for CUDA and CPU bf16)
+              channels_last:str=None,      # Channels-last memory format: on or off (default: the preset's; unset: on for CUDA and the CPU)
               quiet:store_true=False):     # Print only the run folder and the final summary
     "Train a text-to-image GAN (a backbone x a text side x a label term) into a run folder: checkpoints, samples, loss curves, metrics."
     ov = _overrides(model=model, backbone=backbone, text=text, scl=scl, text_init=text_init, dataset=dataset, root=root, steps=steps, bs=bs, img_size=img_size, nf=nf,

@@ -60,6 +60,7 @@ def mask_predictor(ni:int, nh:int|None=None) -> nn.Sequential:
 # %% ../../nbs/06a_dfgan.ipynb #a3cf2e66
 class GBlock(nn.Module):
     "Upsample x2, then fuse -> conv3x3 -> fuse -> conv3x3 plus a shortcut; `masked=True` gates the fusions with a predicted mask."
+    cheap_shortcut = True   # False: the official order (1x1 conv after the upsampling), the same function at 4x the shortcut's cost
     def __init__(self, cond_dim:int, ni:int, no:int, masked:bool=False, norm:str='none'):
         super().__init__()
         self.fuse1, self.c1 = Fuse(cond_dim, ni, norm), nn.Conv2d(ni, no, 3, 1, 1)
@@ -68,11 +69,15 @@ class GBlock(nn.Module):
         self.mask = mask_predictor(ni) if masked else None
 
     def forward(self, x:Tensor, c:Tensor) -> tuple[Tensor, Tensor|None]:
-        x = F.interpolate(x, scale_factor=2, mode='nearest')
+        up = lambda t: F.interpolate(t, scale_factor=2, mode='nearest')
+        # a 1x1 conv maps each pixel alone, so it commutes with nearest upsampling: on the small map it costs a quarter
+        s = up(self.shortcut(x)) if self.cheap_shortcut else None
+        x = up(x)
+        if s is None: s = self.shortcut(x)
         m = self.mask(x) if self.mask is not None else None
         h = self.c1(self.fuse1(x, c, m))
         h = self.c2(self.fuse2(h, c, m))
-        return self.shortcut(x) + h, m
+        return s + h, m
 
 # %% ../../nbs/06a_dfgan.ipynb #1f3c0e78
 class NetG(nn.Module):
@@ -100,6 +105,7 @@ class NetG(nn.Module):
 # %% ../../nbs/06a_dfgan.ipynb #9f9faa55
 class DBlock(nn.Module):
     "Down-sampling residual block: `avgpool(shortcut(x)) + gamma * res(x)`, the gate gamma initialised to `gate` (DF-GAN: 0)."
+    cheap_shortcut = True   # False: the official order (1x1 conv, then pooling), the same function at 4x the shortcut's cost
     def __init__(self, ni:int, no:int, gate:float=0.):
         super().__init__()
         self.res = nn.Sequential(nn.Conv2d(ni, no, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
@@ -110,7 +116,11 @@ class DBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((1,), float(gate)))
 
     def forward(self, x:Tensor) -> Tensor:
-        return F.avg_pool2d(self.shortcut(x) if self.learned else x, 2) + self.gamma * self.res(x)
+        # a 1x1 conv (with its bias) is linear per pixel, so it commutes with 2x2 average pooling: pooling first costs a quarter
+        if not self.learned: s = F.avg_pool2d(x, 2)
+        elif self.cheap_shortcut: s = self.shortcut(F.avg_pool2d(x, 2))
+        else: s = F.avg_pool2d(self.shortcut(x), 2)
+        return s + self.gamma * self.res(x)
 
 class NetD(nn.Module):
     "Image -> features `[B, 8nf, 4, 4]` (conv3x3 stem, then down-sampling residual blocks); `chs`: other widths, full size to 4x4."
