@@ -11,7 +11,6 @@ from typing import Any, Callable, Sequence, get_type_hints
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from torchvision.utils import make_grid
 from fastcore.script import Param, store_true
 
 # %% auto #0
@@ -270,6 +269,7 @@ def captioned_grid(images:torch.Tensor, captions:Sequence[str]|None=None, ncol:i
         scale = -(-min_cell // h)
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode='nearest')
     ncol = min(ncol, len(images))
+    from torchvision.utils import make_grid   # imported when used: it costs seconds (torchvision loads torch._dynamo), and most commands never need it
     grid = to_pil(make_grid(images, nrow=ncol, padding=pad, pad_value=1.0))
     if not captions: return grid
     cell_w, cell_h = images.shape[-1] + pad, images.shape[-2] + pad

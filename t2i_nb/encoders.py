@@ -12,7 +12,6 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 # %% auto #0
@@ -194,6 +193,7 @@ class InceptionEncoder(nn.Module):
     "DAMSM image encoder (AttnGAN's `CNN_ENCODER`) on torchvision's Inception-v3: images in [-1, 1] -> local `[B, nef, 17, 17]`, global `[B, nef]`."
     def __init__(self, nef:int=256, weights_path:str|Path|None=None, freeze:bool=True):
         super().__init__()
+        import torchvision   # imported when used: it costs seconds (torchvision loads torch._dynamo), and most commands never need it
         net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
         if weights_path is not None:
             sd = _read_state_dict(weights_path, 'Inception-v3 weights',

@@ -16,7 +16,6 @@ from .core import Config, T2IError, set_seed
 from .encoders import DualTextEmbedding, TextEmbedConfig, TextEmbeds, count_params
 from .losses import damsm_sent_loss, damsm_word_loss, contrastive_loss, LabelHead, ce_label_loss, CONTRASTIVE
 from .models import GANConfig, GP_K, BACKBONES, build_backbone, get_backbone
-from .clip import ClipTextEncoder, ClipImageEncoder
 
 # %% auto #0
 __all__ = ['TEXT_SIDES', 'TEXT_INIT', 'MODEL_ALIASES', 'ALIGN_GAMMA', 'SCL_TEMPERATURE', 'LAMBDA_KL', 'T2IConfig',
@@ -139,6 +138,7 @@ class T2IGAN(nn.Module):
         if cfg.text == 'clip':
             if clip is None or vocab is None:
                 raise T2IError("text side 'clip' conditions on a frozen CLIP: pass clip (t2i_nb.clip.load_clip) and the batches' vocab")
+            from t2i_nb.clip import ClipTextEncoder, ClipImageEncoder   # here: open_clip (and torchvision with it) costs seconds to import, and only CLIP runs need it
             self.clip_text, self.clip_image = ClipTextEncoder(clip, vocab), ClipImageEncoder(clip)   # one CLIP, frozen, never saved
             if self.clip_text.out_dim != cfg.gan.cond_dim:
                 raise T2IError(f"the CLIP's embedding size is {self.clip_text.out_dim} but gan.cond_dim={cfg.gan.cond_dim}: with text 'clip' they must be equal")

@@ -34,7 +34,6 @@ from .data import (Vocab, CaptionDataset, TextImageDataset, T2IDataLoader, DATAS
                          load_dataset, dataset_root, held_out_split)
 from .encoders import build_text_encoder, build_image_encoder, load_strict, count_params
 from .losses import damsm_word_loss, damsm_sent_loss, contrastive_loss, same_label, LabelHead, CONTRASTIVE
-from .clip import build_clip, small_clip_config, save_clip, ClipTextEncoder, ClipImageEncoder, CLIP_HINT
 
 # %% ../nbs/05_pretrain.ipynb #4a1ba855
 IMAGE_ENCODERS = ('cnn', 'inception')
@@ -94,6 +93,7 @@ class PretrainConfig(Config):
         if self.encoder not in PRETRAIN_ENCODERS: bad(f'unknown --encoder {self.encoder!r}: use damsm or clip')
         if self.encoder == 'clip':
             if self.inception_weights: bad('--inception_weights is for the DAMSM image encoder, not --encoder clip')
+            from t2i_nb.clip import small_clip_config   # open_clip (and torchvision) cost seconds to import: only CLIP runs pay them
             small_clip_config(self.image_size or 64, width=self.clip_width, layers=self.clip_layers, text_width=self.clip_width,
                               text_layers=self.clip_layers, embed_dim=self.clip_embed_dim, context_length=self.clip_context)
         if self.scl not in CONTRASTIVE: bad(f'unknown --scl {self.scl!r}: use one of {", ".join(CONTRASTIVE)}')
@@ -453,6 +453,7 @@ CLIP_BETAS, CLIP_EPS, CLIP_MAX_SCALE = (0.9, 0.98), 1e-6, 100.   # CLIP's Adam s
 
 def clip_pretrain_config(cfg:PretrainConfig) -> dict:
     "The open_clip config of the small CLIP that `cfg` (`encoder='clip'`) trains."
+    from t2i_nb.clip import small_clip_config   # open_clip (and torchvision) cost seconds to import: only CLIP runs pay them
     cfg = cfg.resolved()
     return small_clip_config(cfg.image_size, width=cfg.clip_width, layers=cfg.clip_layers, text_width=cfg.clip_width,
                              text_layers=cfg.clip_layers, embed_dim=cfg.clip_embed_dim, context_length=cfg.clip_context)
@@ -460,6 +461,7 @@ def clip_pretrain_config(cfg:PretrainConfig) -> dict:
 class ClipPair(nn.Module):
     "A trainable CLIP with the `DAMSM` model's interface: `(images, tokens, lengths)` -> `(None, sent, None, image embedding)`."
     def __init__(self, clip:nn.Module, vocab:Vocab, head:nn.Module|None=None):
+        from t2i_nb.clip import ClipTextEncoder, ClipImageEncoder
         super().__init__()
         self.clip, self.head = clip, head
         self.text_encoder = ClipTextEncoder(clip, vocab, freeze=False)   # our ids -> strings -> CLIP's BPE, as the `clip` text side
@@ -471,6 +473,7 @@ def build_clip_pair(cfg:PretrainConfig, vocab:Vocab, n_classes:int=0) -> ClipPai
     "The small CLIP (and, for `scl='ce'`, a `LabelHead`) that `cfg` trains, reading batches of `vocab` ids."
     cfg = cfg.resolved()
     if cfg.scl == 'ce' and n_classes < 1: raise T2IError("scl='ce' needs the number of classes for its label head")
+    from t2i_nb.clip import build_clip
     clip = build_clip(clip_pretrain_config(cfg))
     return ClipPair(clip, vocab, LabelHead(cfg.clip_embed_dim, n_classes) if cfg.scl == 'ce' else None)
 
@@ -511,6 +514,7 @@ def save_clip_run(out:str|Path, model:ClipPair, vocab:Vocab, cfg:PretrainConfig,
     out = Path(out)
     if out.exists() and not out.is_dir(): raise T2IError(f'--out {out} is a file: give a folder for the run')
     out.mkdir(parents=True, exist_ok=True)
+    from t2i_nb.clip import save_clip
     save_clip(model.clip, out/CLIP_FILE)
     if model.head is not None: _save_state(out/'label_head.pth', model.head)
     vocab.save(out/'vocab.json')

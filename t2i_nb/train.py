@@ -23,7 +23,6 @@ from .encoders import TextEmbedConfig
 from .gan import T2IGAN, T2IConfig, MODEL_ALIASES, TEXT_SIDES
 from .models import BACKBONES
 from .pretrain import PretrainConfig, BUILTIN_SETS
-from .clip import CLIP_HINT
 from .engine import (PRECISIONS, CKPT_NAME, AMP, EMA, GANTrainer, NonFiniteLoss, world_info, init_distributed, broadcast_state,
                            gan_learner, fit_steps, load_checkpoint, load_run_state, load_state_strict, use_channels_last,
                            _flat, _rank0, _noop_logger)
@@ -210,7 +209,9 @@ def _clip_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:bool) -
     if not src:
         local = run_dir/'clip'/CLIP_FILE
         if not local.is_file():
-            if resume or cfg.dataset not in BUILTIN_SETS: raise T2IError(f'--text clip needs a CLIP, and neither --clip nor T2I_CLIP is given: {CLIP_HINT}')
+            if resume or cfg.dataset not in BUILTIN_SETS:
+                from t2i_nb.clip import CLIP_HINT   # here: open_clip (and torchvision with it) costs seconds to import, and only CLIP runs need it
+                raise T2IError(f'--text clip needs a CLIP, and neither --clip nor T2I_CLIP is given: {CLIP_HINT}')
             if _rank0():
                 log(f'pre-training a small CLIP ({cfg.pretrain_epochs} epochs) into {local.parent}')
                 pretrain(clip_config_for(cfg, root, device=dev), out=local.parent, progress=False, log=log)

@@ -11,11 +11,10 @@ from typing import ClassVar
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from open_clip.model import CLIPVisionCfg, _build_vision_tower
 from ..core import T2IError
 from fastcore.basics import patch
 from ..models import GANConfig, OneWayBackbone, channels, check_vec, convert_state, g_hinge_loss
-from ..clip import build_clip, clip_config, load_clip, small_clip_config, clip_preprocess
+# t2i_nb.clip (open_clip) is imported inside the functions that need it
 
 # %% auto #0
 __all__ = ['OFFICIAL_LAYERS', 'OFFICIAL_PROMPT_BLOCKS', 'OFFICIAL_TAP_BLOCKS', 'CODE_CH', 'MID_CH', 'MAP_NUM', 'galip_block',
@@ -103,6 +102,7 @@ class CLIP_IMG_ENCODER(nn.Module):
     def dtype(self) -> torch.dtype: return self.conv1.weight.dtype
 
     def forward(self, img:Tensor) -> tuple[Tensor, Tensor]:
+        from t2i_nb.clip import clip_preprocess
         x = clip_preprocess(img, self.image_size, mode='galip').to(self.dtype)   # GALIP's own transform (nearest resize)
         x = self.conv1(x)
         g = x.shape[-1]
@@ -290,11 +290,14 @@ class NetC(nn.Module):
 # %% ../../nbs/06f_galip.ipynb #b2dc170a
 def galip_stand_in(cfg:GANConfig) -> dict:
     "The open_clip config GALIP builds (random, frozen) when it is given no CLIP: ViT-B/32 at the paper's setting (256, cond 512), else a small CLIP for `img_size`."
+    from t2i_nb.clip import clip_config, small_clip_config   # open_clip costs seconds to import: the presets read GALIP's `paper` without paying it
     if cfg.img_size == 256 and cfg.cond_dim == 512: return clip_config('ViT-B-32')
     return small_clip_config(image_size=cfg.img_size, embed_dim=cfg.cond_dim)
 
 def _resolve_clip(clip, cfg:GANConfig) -> tuple[nn.Module, str]:
     "The vision tower GALIP uses, and where it came from."
+    from open_clip.model import CLIPVisionCfg, _build_vision_tower
+    from t2i_nb.clip import clip_config, load_clip
     if clip is None or isinstance(clip, (str, dict)) and not _is_path(clip):
         c = clip_config(galip_stand_in(cfg) if clip is None else clip)
         v = _build_vision_tower(c['embed_dim'], CLIPVisionCfg(**c['vision_cfg']), quick_gelu=c.get('quick_gelu', False))
@@ -409,6 +412,7 @@ def _official_d(cfg:GANConfig, geo:dict) -> tuple[dict, dict]:
 
 def _geometry(cfg:GANConfig, clip) -> dict:
     if isinstance(clip, dict) and 'grid' in clip: return clip
+    from t2i_nb.clip import clip_config
     if clip is None or isinstance(clip, (str, dict)):
         v = clip_config(galip_stand_in(cfg) if clip is None else clip)['vision_cfg'] | {}
         c = clip_config(galip_stand_in(cfg) if clip is None else clip)
