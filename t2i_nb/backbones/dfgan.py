@@ -71,9 +71,10 @@ class GBlock(nn.Module):
     def forward(self, x:Tensor, c:Tensor) -> tuple[Tensor, Tensor|None]:
         up = lambda t: F.interpolate(t, scale_factor=2, mode='nearest')
         # a 1x1 conv maps each pixel alone, so it commutes with nearest upsampling: on the small map it costs a quarter
-        s = up(self.shortcut(x)) if self.cheap_shortcut else None
-        x = up(x)
-        if s is None: s = self.shortcut(x)
+        # (an identity shortcut is just the upsampled input, computed once)
+        cheap = self.cheap_shortcut and not isinstance(self.shortcut, nn.Identity)
+        x0, x = x, up(x)
+        s = up(self.shortcut(x0)) if cheap else self.shortcut(x)
         m = self.mask(x) if self.mask is not None else None
         h = self.c1(self.fuse1(x, c, m))
         h = self.c2(self.fuse2(h, c, m))
