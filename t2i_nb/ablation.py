@@ -252,7 +252,7 @@ def _check_result(cfg:AblationConfig, res:dict, path:Path) -> dict:
     drop = lambda d: {k: v for k, v in d.items() if k not in ('root', 'encoders', 'clip')}   # the study folder may have moved
     saved = TrainConfig.from_dict(res['train_config']).to_dict()   # fields newer than the result: their defaults
     msg = config_mismatch(drop(saved), drop(tc.to_dict()))
-    if msg: raise T2IError(f'{path} comes from another study configuration ({msg.replace("checkpoint was trained", "it was trained")}): use another --out')
+    if msg: raise T2IError(f'{path} comes from another study configuration ({msg.replace("checkpoint was trained", "it was trained")}): use another --out (or --results file)')
     return res
 
 def run_one(cfg:AblationConfig, row:str, dataset:str, seed:int, log:Callable|None=print, verbose:bool=False) -> dict:
@@ -527,7 +527,7 @@ def sample_grid(cfg:AblationConfig, dataset:str, seed:int|None=None, n:int|None=
     from t2i_nb.generate import generate
     from t2i_nb.core import captioned_grid
     seed, n = cfg.seeds[0] if seed is None else seed, cfg.samples if n is None else n
-    done = [r for r in cfg.rows if result_path(cfg, r, dataset, seed).is_file()]
+    done = [r for r in cfg.rows if (run_dir_of(cfg, r, dataset, seed)/CKPT_NAME).is_file()]   # a run read from a copied report has no weights here
     if not done or n < 1: return None
     ds = load_dataset(dataset, cfg.data_dir/dataset, held_out_split(dataset))
     caps = [ds[int(i)].captions[0] for i in np.linspace(0, len(ds) - 1, n).round()]
@@ -539,7 +539,8 @@ def sample_grid(cfg:AblationConfig, dataset:str, seed:int|None=None, n:int|None=
 
 # %% ../nbs/13_ablation.ipynb #1bcd2e4d
 RUN_KEYS = ('row', 'dataset', 'seed', 'backbone', 'text', 'scl', 'pretrain', 'preset', 'steps', 'bs', 'precision', 'train_seconds',
-            'job_seconds', 'eval_seconds', 'wall_seconds', 'command', 'metrics', 'notes')   # what the report keeps of each run
+            'job_seconds', 'eval_seconds', 'wall_seconds', 'command', 'metrics', 'notes',
+            'train_config')   # what the report keeps of each run (the configuration lets a copied report resume a study elsewhere)
 
 def study_results(cfg:AblationConfig) -> tuple[list[dict], list[tuple[str, str, int]]]:
     "The finished results of the plan in `cfg.out/results` (whichever process ran them) and the planned runs still missing."
@@ -574,6 +575,8 @@ def run_ablation(cfg:AblationConfig, log:Callable|None=print, verbose:bool=False
     out, t0, log = Path(cfg.out), time.perf_counter(), log or _mute
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out/'study_config.json')
+    if results_file and Path(results_file).is_file():   # a committed report: its finished runs count here too (run folders don't travel)
+        if n := merge_results(cfg, [results_file]): log(f'{n} finished runs read from {results_file}')
     plan, results = shard_plan(study_plan(cfg), shard), []
     for i, (row, ds, seed) in enumerate(plan):
         t = time.perf_counter()
@@ -587,13 +590,26 @@ def run_ablation(cfg:AblationConfig, log:Callable|None=print, verbose:bool=False
     return rep | {'results': results, 'n_runs': len(results), 'n_skipped': sum(r['skipped'] for r in results),
                   'seconds': round(time.perf_counter() - t0, 1)}
 
+def _report_runs(path:Path) -> list[dict]:
+    "The runs of a report JSON written by `write_report` (`ablation.json`, a `--results` file); a one-line error if it is not one."
+    try: runs = json.loads(path.read_text())['runs']
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise T2IError(f'{path} is not a t2i_ablation report ({type(e).__name__}): give a study folder or the JSON its --results wrote') from None
+    if old := [r.get('row') for r in runs if not isinstance(r, dict) or 'train_config' not in r]:
+        raise T2IError(f'{path} keeps no training configuration for {len(old)} run(s) (written by an older t2i_ablation): merge its study folder instead')
+    return runs
+
+def _finished_runs(src:Path) -> list[tuple[Path, dict]]:
+    "`(where, result)` of every finished run in a study folder (`results/*.json`) or a report JSON file."
+    if src.is_file(): return [(src, r) for r in _report_runs(src)]
+    if not (src/'results').is_dir(): raise T2IError(f'{src} has no results/ folder: give the --out folder of a t2i_ablation study, or its report JSON')
+    return [(p, json.loads(p.read_text())) for p in sorted((src/'results').glob('*.json'))]
+
 def merge_results(cfg:AblationConfig, sources:Sequence[str|Path]) -> int:
-    "Copy the finished runs of the plan from other study folders (shards run elsewhere) into `cfg.out/results`; returns how many were new."
+    "Copy the finished runs of the plan from other study folders or report JSON files (shards run elsewhere, a committed `--results`) into `cfg.out/results`; returns how many were new."
     n, plan = 0, set(study_plan(cfg))
     for src in map(Path, sources):
-        if not (src/'results').is_dir(): raise T2IError(f'{src} has no results/ folder: give the --out folder of a t2i_ablation study')
-        for p in sorted((src/'results').glob('*.json')):
-            res = json.loads(p.read_text())
+        for p, res in _finished_runs(src):
             key = (res.get('row'), res.get('dataset'), res.get('seed'))
             if key not in plan: continue
             dst = result_path(cfg, *key)
@@ -623,9 +639,9 @@ def t2i_ablation(quick:store_true=False,     # The miniature study (the DF-GAN a
                  img_size:int=None,          # Image size of every run (default: the presets'; e.g. 64 on a GPU)
                  device:str=None,            # cpu, cuda, mps (default: T2I_DEVICE or the best present)
                  shard:str=None,             # Run only part i of n of the plan, e.g. 1/2 (start one process per part; they share --out)
-                 merge:str=None,             # Study folders of other shards (comma-separated): copy their finished runs in, then report; trains nothing
+                 merge:str=None,             # Study folders or report JSONs of other shards (comma-separated): copy their finished runs in, then report; trains nothing
                  report:store_true=False,    # Only write the report of the runs finished so far; trains nothing
-                 results:str=None,           # Also write the report JSON here (e.g. a committed results file), after every finished run
+                 results:str=None,           # Also write the report JSON here (e.g. a committed results file), after every finished run; its finished runs are read back first
                  verbose:store_true=False):  # Also print every run's training and evaluation progress
     "Ablation study: every backbone with and without SCL, UniCL and CE, DTE dual and shared, on the built-in sets, over seeds, at an equal budget."
     ov = dict(out=out, seeds=_list(seeds, int), steps=steps, pretrain_epochs=pretrain_epochs, datasets=_list(datasets), rows=_list(rows),
