@@ -14,7 +14,7 @@ from .core import T2IError, cli_errors, atomic_write, default_device
 __all__ = ['BENCHES', 'QUICK', 'bench_fn', 'run_bench', 't2i_bench']
 
 # %% ../nbs/12_bench.ipynb #d8db931e
-BENCHES = {'data': ('t2i_nb.data', 'bench_data'), 'pretrain': ('t2i_nb.pretrain', 'bench_pretrain'),
+BENCHES = {'data': ('t2i_nb.train', 'bench_data_loading'), 'pretrain': ('t2i_nb.pretrain', 'bench_pretrain'),
            'train': ('t2i_nb.train', 'bench_train'), 'generate': ('t2i_nb.generate', 'bench_generate'), 'startup': ('t2i_nb.cli', 'bench_startup')}
 
 def bench_fn(what:str):
@@ -26,7 +26,7 @@ def bench_fn(what:str):
 
 # %% ../nbs/12_bench.ipynb #d4e72e00
 # tiny settings for a smoke run (`--quick`): seconds, not minutes
-QUICK = {'data': dict(sizes=(32,), bs=8, n_batches=3), 'pretrain': dict(bs=8, size=32, steps=2, warmup=1),
+QUICK = {'data': dict(sizes=(32,), bs=8, n_batches=3, presets=('cpu-quick',), steps=1, overrides={'bs': 8, 'net.gan.nf': 4, 'net.gan.nf_d': 4}), 'pretrain': dict(bs=8, size=32, steps=2, warmup=1),
          'train': dict(sizes=(32,), bs=4, nf=8, steps=1, warmup=1), 'generate': dict(sizes=(32,), batch_sizes=(1, 4)),
          'startup': dict(n=1, commands=('t2i_generate',))}
 
@@ -59,7 +59,8 @@ def t2i_bench(what:Param('Which benchmark: data, pretrain, train, generate or st
               text:str=None,          # train: the text side (damsm, dte, dte-shared; default damsm)
               nf:int=None,            # train: network width (default 32, DF-GAN's)
               precision:str=None,     # train: fp32, bf16, fp16 or auto (default: auto)
-              steps:int=None,         # train, pretrain: timed steps per measurement
+              steps:int=None,         # train, pretrain: timed steps per measurement; data: training steps per preset
+              presets:str=None,       # data: presets whose share of training time spent waiting for data is measured (default: cpu-quick, attngan-cpu, galip-cpu, cub-256, coco-256)
               quick:store_true=False, # Tiny settings: a smoke test in seconds
               out:str=None,           # Also write the JSON result to this file
               json_out:Param('Print the result as one JSON object', store_true)=False):
@@ -68,7 +69,8 @@ def t2i_bench(what:Param('Which benchmark: data, pretrain, train, generate or st
     if device is not None: kw['device'] = str(default_device(device))
     fn = bench_fn(what); accepted = inspect.signature(fn).parameters
     kw = {k: v for k, v in kw.items() if v is not None and k in accepted}
-    kw |= {k: v for k, v in dict(backbone=backbone, text=text, nf=nf, precision=precision, steps=steps).items() if v is not None}   # given for another benchmark: an error
+    kw |= {k: v for k, v in dict(backbone=backbone, text=text, nf=nf, precision=precision, steps=steps,
+                                            presets=None if presets is None else tuple(presets.replace(',', ' ').split())).items() if v is not None}   # given for another benchmark: an error
     res = run_bench(what, quick=quick, **kw)
     if out: atomic_write(out, lambda p: p.write_text(json.dumps(res, indent=1)))
     print(json.dumps(res) if json_out else json.dumps(res, indent=1))

@@ -20,7 +20,8 @@ __all__ = ['DATASETS', 'DEFAULT_ROOTS', 'safe_unpickle', 'Vocab', 'Sample', 'Cap
            'to_rgb', 'load_cub', 'load_flowers', 'load_coco', 'load_shapes', 'load_shapes_multi', 'load_size',
            'prepare_image', 'cache_dir_for', 'image_cache', 'TextImageDataset', 'RandomBatchSampler',
            'LabelPairSampler', 'show_batch', 'T2IDataLoader', 'get_dls', 'dataset_root', 'held_out_split',
-           'dataset_splits', 'load_dataset', 'dataset_summary', 'bench_data', 'write_grid', 't2i_data']
+           'dataset_splits', 'load_dataset', 'dataset_summary', 'bench_data', 'make_photo_set', 'write_grid',
+           't2i_data']
 
 # %% ../nbs/02_data.ipynb #2a7e12e9
 _SAFE_GLOBALS = {('builtins', n) for n in
@@ -678,6 +679,7 @@ class T2IDataLoader(DataLoader):
     "fastai `DataLoader` over a `TextImageDataset`, ordered by `batch_sampler` (None: in order), seeded by `(seed, epoch)`."
     def __init__(self, dataset=None, bs=32, batch_sampler=None, seed=0, epoch=0, **kwargs):
         self.batch_sampler, self.seed, self.epoch = batch_sampler, seed, epoch
+        self.load_seconds, self.n_loaded = 0., 0   # time its consumer waited for batches (see __iter__)
         if batch_sampler is not None: kwargs.update(n=len(batch_sampler) * bs, drop_last=True, shuffle=False)
         super().__init__(dataset, bs=bs, **kwargs)
 
@@ -693,6 +695,13 @@ class T2IDataLoader(DataLoader):
         return (b[0].float().div_(127.5).sub_(1),) + tuple(b[1:])
     def after_iter(self):
         if self.batch_sampler is not None: self.epoch += 1  # next pass: new pairs, captions, crops
+    def __iter__(self):
+        "fastai's iteration, timing how long each batch keeps its consumer waiting (`load_seconds`, `n_loaded`): what the data costs a training step."
+        t = time.perf_counter()
+        for b in super().__iter__():
+            self.load_seconds += time.perf_counter() - t; self.n_loaded += 1
+            yield b
+            t = time.perf_counter()   # the consumer's work between two batches is not the loader's
     def new(self, dataset=None, cls=None, **kwargs):
         return super().new(dataset, cls, **{'batch_sampler': self.batch_sampler, 'seed': self.seed, 'epoch': self.epoch, **kwargs})
     def show_batch(self, b=None, max_n:int=8, ncol:int=4):
@@ -795,6 +804,44 @@ def bench_data(root:str|Path|None=None, dataset:str='shapes', sizes:Sequence[int
         out['sizes'][int(size)] = {'raw_batches_per_s': round(raw, 2), 'cache_batches_per_s': round(fast, 2),
                                    'speedup': round(fast / raw, 1), 'cache_build_s': round(build, 2)}
     return out
+
+# %% ../nbs/02_data.ipynb #2be3bd3e
+def _photo(rng, w:int, h:int) -> Image.Image:
+    "A photo-like picture: a smooth random colour field with grain (compresses like a photograph)."
+    low = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    return Image.fromarray(np.clip(np.asarray(low, np.int16) + rng.integers(-12, 13, (h, w, 3)), 0, 255).astype(np.uint8))
+
+def make_photo_set(dataset:str, root:str|Path, n_classes:int=16, per_class:int=8, seed:int=0) -> Path:
+    "A CUB or COCO layout under `root` with photo-like JPEGs at the real sizes (500x375, 640x480), two captions each: for benchmarks of the real readers."
+    if dataset not in ('cub', 'coco'): raise T2IError(f"make_photo_set makes 'cub' or 'coco' layouts, not {dataset!r}")
+    root, rng, n = Path(root), np.random.default_rng(seed), n_classes * per_class
+    caps = lambda i, c: [f'a photo number {i} of a thing of kind {c}', f'thing {c} seen from the side in picture {i}']
+    if dataset == 'cub':
+        cub, rows = root/'CUB_200_2011', {k: [] for k in ('images', 'classes', 'labels', 'split', 'boxes')}
+        for i in range(n):
+            c = i % n_classes + 1; cname = f'{c:03d}.Kind_{c}'; rel = f'{cname}/Kind_{c}_{i:05d}.jpg'
+            if i < n_classes: rows['classes'].append(f'{c} {cname}')
+            (cub/'images'/cname).mkdir(parents=True, exist_ok=True)
+            _photo(rng, 500, 375).save(cub/'images'/rel, quality=90)
+            (root/'text_c10'/cname).mkdir(parents=True, exist_ok=True)
+            (root/'text_c10'/rel.replace('.jpg', '.txt')).write_text('\n'.join(caps(i, c)) + '\n')
+            rows['images'].append(f'{i + 1} {rel}'); rows['labels'].append(f'{i + 1} {c}')
+            rows['split'].append(f'{i + 1} {int(i // n_classes % 4 != 3)}'); rows['boxes'].append(f'{i + 1} 60.0 40.0 380.0 290.0')
+        for f, k in [('images.txt', 'images'), ('classes.txt', 'classes'), ('image_class_labels.txt', 'labels'),
+                     ('train_test_split.txt', 'split'), ('bounding_boxes.txt', 'boxes')]:
+            (cub/f).write_text('\n'.join(rows[k]) + '\n')
+        return root
+    cats = [{'id': c + 1, 'name': f'kind{c + 1}'} for c in range(n_classes)]
+    (root/'annotations').mkdir(parents=True, exist_ok=True)
+    for split, m in (('train', n), ('val', max(2, n // 4))):
+        (root/f'{split}2014').mkdir(parents=True, exist_ok=True)
+        images = [{'id': k, 'file_name': f'COCO_{split}2014_{k:012d}.jpg', 'width': 640, 'height': 480} for k in range(m)]
+        for im in images: _photo(rng, 640, 480).save(root/f'{split}2014'/im['file_name'], quality=90)
+        anns = [{'id': 2 * k + j, 'image_id': k, 'caption': cap} for k in range(m) for j, cap in enumerate(caps(k, k % n_classes + 1))]
+        inst = [{'id': k, 'image_id': k, 'category_id': k % n_classes + 1, 'bbox': [10, 10, 200, 150]} for k in range(m)]
+        (root/'annotations'/f'captions_{split}2014.json').write_text(json.dumps({'images': images, 'annotations': anns}))
+        (root/'annotations'/f'instances_{split}2014.json').write_text(json.dumps({'images': images, 'annotations': inst, 'categories': cats}))
+    return root
 
 # %% ../nbs/02_data.ipynb #94e55b9e
 from fastcore.script import call_parse, store_true
