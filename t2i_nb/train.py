@@ -28,10 +28,10 @@ from .engine import (PRECISIONS, CKPT_NAME, AMP, EMA, GANTrainer, NonFiniteLoss,
                            _flat, _rank0, _noop_logger)
 
 # %% auto #0
-__all__ = ['GALIP_EPOCHS', 'PRESETS', 'LOADING_PRESETS', 'RESUMABLE', 'TrainConfig', 'get_preset', 'sample_captions',
+__all__ = ['GALIP_EPOCHS', 'PRESETS', 'RESUMABLE', 'LOADING_PRESETS', 'TrainConfig', 'get_preset', 'sample_captions',
            'encoder_config', 'run_clip_path', 'clip_config_for', 'build_system', 'train', 'check_run_dir', 'Run',
-           'load_run', 'newest_run', 'textbook_step', 'bench_train', 'bench_loading', 'bench_data_loading',
-           'apply_overrides', 't2i_train']
+           'load_run', 'newest_run', 'textbook_step', 'bench_train', 'apply_overrides', 'bench_loading',
+           'bench_data_loading', 't2i_train']
 
 # %% ../nbs/09_train.ipynb #e30347aa
 @dataclass
@@ -250,7 +250,7 @@ def _print_epochs(learn:Learner, log, total:int):
 def _data_time(dl, train_s:float) -> dict:
     "Seconds the training steps waited for batches, and their share of the training time (the loader times itself: `T2IDataLoader.__iter__`)."
     s = getattr(dl, 'load_seconds', None)
-    return {} if s is None else {'data_seconds': round(s, 2), 'data_share': round(s / max(train_s, 1e-9), 4)}
+    return {} if s is None else {'data_seconds': round(s, 4), 'data_share': round(s / max(train_s, 1e-9), 6)}
 
 def _write_metrics(learn, run_dir, cfg, dev, train_s, total_s, step0, world):
     tr, h = learn.gan_trainer, learn.loss_history.history
@@ -449,41 +449,6 @@ def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32,
                               'engine_lazy_gp_img_s': round(b / t_lazy, 2), 'speedup_lazy_gp': round(t_plain / t_lazy, 3)}
     return out
 
-# %% ../nbs/09_train.ipynb #fa8d222b
-LOADING_PRESETS = ('cpu-quick', 'attngan-cpu', 'galip-cpu', 'cub-256', 'coco-256')
-
-def bench_loading(presets:Sequence[str]=LOADING_PRESETS, steps:int=3, device:str|None=None, workers:int|None=None, precision:str|None=None,
-                  overrides:dict|None=None, target:float=0.1) -> dict:
-    "Per preset: the share of a few real training steps spent waiting for batches (`data_share`), on data at the real image sizes; `overrides` apply to every preset."
-    import tempfile
-    from t2i_nb.data import make_photo_set
-    from t2i_nb.shapes import make_shapes, make_shapes_multi
-    dev = default_device(device)
-    out = {'device': str(dev), 'torch_threads': torch.get_num_threads(), 'steps': steps, 'workers': workers, 'target': target, 'presets': {}}
-    with tempfile.TemporaryDirectory(prefix='t2i_loading_') as tmp:
-        for name in presets:
-            cfg = get_preset(name)
-            ov = {'steps': steps, 'ckpt_every': 0, 'pretrain_epochs': 1, 'n_samples': 2, **({'workers': workers} if workers is not None else {}),
-                  **({'precision': precision} if precision else {}), **(overrides or {})}
-            cfg = apply_overrides(cfg, ov)
-            if cfg.dataset in ('cub', 'coco'): cfg.root = str(make_photo_set(cfg.dataset, Path(tmp)/name/'data', n_classes=max(2, cfg.bs // 2), per_class=8))
-            else: cfg.root = str((make_shapes if cfg.dataset == 'shapes' else make_shapes_multi)(
-                Path(tmp)/name/'data', n=max(200, 4 * cfg.bs), size=max(64, cfg.net.gan.img_size), seed=0))
-            run = Path(tmp)/name/'run'
-            train(cfg, run, device=str(dev), progress=False, log=_noop_logger)
-            m = json.loads((run/'metrics.json').read_text())
-            out['presets'][name] = {'dataset': cfg.dataset, 'img_size': cfg.net.gan.img_size, 'bs': cfg.bs, 'workers': cfg.workers, 'precision': m['precision'],
-                                    'step_s': round(m['train_seconds'] / steps, 3), 'load_s_per_batch': round(m['data_seconds'] / steps, 4),
-                                    'data_share': m['data_share'], 'under_target': m['data_share'] < target}
-    return out
-
-def bench_data_loading(sizes:Sequence[int]=(64, 256), bs:int=32, n_batches:int=20, presets:Sequence[str]=LOADING_PRESETS, steps:int=3,
-                       device:str|None=None, precision:str|None=None, overrides:dict|None=None) -> dict:
-    "`t2i_bench data`: the loader's batches/s from the cache vs the raw files (`bench_data`), and each preset's share of training time spent waiting for data (`bench_loading`)."
-    from t2i_nb.data import bench_data
-    return {'cache': bench_data(sizes=sizes, bs=bs, n_batches=n_batches, device=device),
-            **bench_loading(presets, steps=steps, device=device, precision=precision, overrides=overrides)}
-
 # %% ../nbs/09_train.ipynb #f5abd6db
 RESUMABLE = ('steps', 'epochs', 'lr_g', 'lr_d', 'ckpt_every', 'workers', 'precision', 'compile', 'channels_last')   # all else is the run's
 
@@ -521,6 +486,41 @@ def apply_overrides(cfg:TrainConfig, ov:dict, resume:bool=False) -> TrainConfig:
         gan['nf_d'] = max(1, round(gan['nf'] * net.gan.nf_d / net.gan.nf))
     if gan: net = net.replace(gan=net.gan.replace(**gan))
     return cfg.replace(net=net, **top)
+
+# %% ../nbs/09_train.ipynb #fa8d222b
+LOADING_PRESETS = ('cpu-quick', 'attngan-cpu', 'galip-cpu', 'cub-256', 'coco-256')
+
+def bench_loading(presets:Sequence[str]=LOADING_PRESETS, steps:int=3, device:str|None=None, workers:int|None=None, precision:str|None=None,
+                  overrides:dict|None=None, target:float=0.1) -> dict:
+    "Per preset: the share of a few real training steps spent waiting for batches (`data_share`), on data at the real image sizes; `overrides` apply to every preset."
+    import tempfile
+    from t2i_nb.data import make_photo_set
+    from t2i_nb.shapes import make_shapes, make_shapes_multi
+    dev = default_device(device)
+    out = {'device': str(dev), 'torch_threads': torch.get_num_threads(), 'steps': steps, 'workers': workers, 'target': target, 'presets': {}}
+    with tempfile.TemporaryDirectory(prefix='t2i_loading_') as tmp:
+        for name in presets:
+            cfg = get_preset(name)
+            ov = {'steps': steps, 'ckpt_every': 0, 'pretrain_epochs': 1, 'n_samples': 2, **({'workers': workers} if workers is not None else {}),
+                  **({'precision': precision} if precision else {}), **(overrides or {})}
+            cfg = apply_overrides(cfg, ov)
+            if cfg.dataset in ('cub', 'coco'): cfg.root = str(make_photo_set(cfg.dataset, Path(tmp)/name/'data', n_classes=max(2, cfg.bs // 2), per_class=8))
+            else: cfg.root = str((make_shapes if cfg.dataset == 'shapes' else make_shapes_multi)(
+                Path(tmp)/name/'data', n=max(200, 4 * cfg.bs), size=max(64, cfg.net.gan.img_size), seed=0))
+            run = Path(tmp)/name/'run'
+            train(cfg, run, device=str(dev), progress=False, log=_noop_logger)
+            m = json.loads((run/'metrics.json').read_text())
+            out['presets'][name] = {'dataset': cfg.dataset, 'img_size': cfg.net.gan.img_size, 'bs': cfg.bs, 'workers': cfg.workers, 'precision': m['precision'],
+                                    'step_s': round(m['train_seconds'] / steps, 3), 'load_s_per_batch': round(m['data_seconds'] / steps, 5),
+                                    'data_share': m['data_share'], 'under_target': m['data_share'] < target}
+    return out
+
+def bench_data_loading(sizes:Sequence[int]=(64, 256), bs:int=32, n_batches:int=20, presets:Sequence[str]=LOADING_PRESETS, steps:int=3,
+                       device:str|None=None, precision:str|None=None, overrides:dict|None=None) -> dict:
+    "`t2i_bench data`: the loader's batches/s from the cache vs the raw files (`bench_data`), and each preset's share of training time spent waiting for data (`bench_loading`)."
+    from t2i_nb.data import bench_data
+    return {'cache': bench_data(sizes=sizes, bs=bs, n_batches=n_batches, device=device),
+            **bench_loading(presets, steps=steps, device=device, precision=precision, overrides=overrides)}
 
 # %% ../nbs/09_train.ipynb #c134f89a
 @call_parse
