@@ -15,10 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['IMAGE_ENCODERS', 'TEXT_ENCODERS', 'BUILTIN_SETS', 'PRETRAIN_ENCODERS', 'RUN_FILES', 'CLIP_FILE', 'CLIP_RUN_FILES',
-           'CLIP_BETAS', 'CLIP_EPS', 'CLIP_MAX_SCALE', 'PretrainConfig', 'DAMSM', 'build_damsm', 'DAMSMLoss',
-           'label_keys', 'mismatched_indices', 'r_precision_hits', 'r_precision', 'retrieval_recall', 'Encoded',
-           'encode_dataset', 'evaluate_encoders', 'DAMSMBatch', 'ClipTextGrad', 'LossPart', 'ValidEvery',
+__all__ = ['IMAGE_ENCODERS', 'TEXT_ENCODERS', 'BUILTIN_SETS', 'PRETRAIN_ENCODERS', 'TIE', 'RUN_FILES', 'CLIP_FILE',
+           'CLIP_RUN_FILES', 'CLIP_BETAS', 'CLIP_EPS', 'CLIP_MAX_SCALE', 'PretrainConfig', 'DAMSM', 'build_damsm',
+           'DAMSMLoss', 'label_keys', 'mismatched_indices', 'r_precision_hits', 'r_precision', 'retrieval_recall',
+           'Encoded', 'encode_dataset', 'evaluate_encoders', 'DAMSMBatch', 'ClipTextGrad', 'LossPart', 'ValidEvery',
            'RPrecisionMetric', 'damsm_learner', 'save_pretrained', 'PretrainedEncoders', 'load_pretrained',
            'PretrainResult', 'pretrain', 'clip_pretrain_config', 'ClipPair', 'build_clip_pair', 'ClipLoss',
            'clip_learner', 'save_clip_run', 't2i_pretrain', 'bench_pretrain']
@@ -189,6 +189,8 @@ def mismatched_indices(labels, n_neg:int=99, seed:int=0) -> torch.Tensor:
         idx[same] = torch.randint(0, N, (n,), generator=g)
 
 # %% ../nbs/05_pretrain.ipynb #30ea2171
+TIE = 1e-6  # cosine scores this close are equal: float32 rounding differs between CPUs and kernels
+
 def r_precision_hits(img_feats:torch.Tensor, txt_feats:torch.Tensor, neg_idx:torch.Tensor, chunk:int=512) -> torch.Tensor:
     "`bool[N]`: does image i rank its own caption (row i of `txt_feats`) strictly above the captions `neg_idx[i]`?"
     if img_feats.shape != txt_feats.shape or img_feats.ndim != 2:
@@ -198,9 +200,10 @@ def r_precision_hits(img_feats:torch.Tensor, txt_feats:torch.Tensor, neg_idx:tor
     hits = []
     for i in range(0, len(img), chunk):
         q = img[i:i + chunk]
-        own = (q * txt[i:i + chunk]).sum(1)
-        others = torch.einsum('nd,nkd->nk', q, txt[neg_idx[i:i + chunk]])
-        hits.append(own > others.max(1).values)
+        # own caption and mismatches in one product, so that equal captions get equal scores on every CPU; a near-tie
+        # (within float32 rounding, TIE) is still a tie, and a tie is a miss
+        sims = torch.einsum('nd,nkd->nk', q, torch.cat([txt[i:i + chunk, None], txt[neg_idx[i:i + chunk]]], 1))
+        hits.append(sims[:, 0] > sims[:, 1:].max(1).values + TIE)
     return torch.cat(hits).cpu()
 
 def r_precision(img_feats:torch.Tensor, txt_feats:torch.Tensor, labels, n_neg:int=99, n_folds:int=10, seed:int=0) -> tuple[float, float]:
