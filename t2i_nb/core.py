@@ -14,9 +14,10 @@ from PIL import Image, ImageDraw, ImageFont
 from fastcore.script import Param, store_true
 
 # %% auto #0
-__all__ = ['T2IError', 'Terminated', 'error_line', 'cli_errors', 'default_device', 'set_seed', 'to_uint8', 'from_uint8', 'to_pil',
-           'from_pil', 'atomic_write', 'check_out_file', 'check_out_dir', 'sweep_tmp', 'FolderLock', 'read_json',
-           'metric_line', 'captioned_grid', 'save_grid', 'Config', 'system_info', 't2i_info']
+__all__ = ['PRECISIONS', 'T2IError', 'Terminated', 'error_line', 'cli_errors', 'default_device', 'set_seed', 'to_uint8',
+           'from_uint8', 'to_pil', 'from_pil', 'atomic_write', 'check_out_file', 'check_out_dir', 'sweep_tmp',
+           'FolderLock', 'read_json', 'metric_line', 'tile', 'captioned_grid', 'save_grid', 'Config', 'system_info',
+           't2i_info']
 
 # %% ../nbs/00_core.ipynb #513b57b4
 class T2IError(Exception):
@@ -106,6 +107,9 @@ def default_device(device:str|torch.device|None=None) -> torch.device:
     if dev.type == 'mps' and not _mps_available():
         raise T2IError(f'device {choice!r} asked for but MPS is not available here: use --device cpu')
     return dev
+
+# %% ../nbs/00_core.ipynb #77735247
+PRECISIONS = ('fp32', 'bf16', 'fp16', 'auto')   # every command's --precision choices (engine.resolve_precision turns 'auto' into one of the others)
 
 # %% ../nbs/00_core.ipynb #1061ca44
 def set_seed(seed:int, deterministic:bool=False):
@@ -257,6 +261,17 @@ def _font(size:int=10):
     try: return ImageFont.load_default(size=size)
     except TypeError: return ImageFont.load_default()
 
+def tile(images:torch.Tensor, ncol:int=8, pad:int=2, pad_value:float=1.) -> torch.Tensor:
+    "`[C, H', W']`: `images` `[B, C, H, W]` in rows of `ncol`, `pad` pixels of `pad_value` around every cell (torchvision's `make_grid` layout)."
+    B, C, H, W = images.shape
+    ncol = min(ncol, B)
+    nrow = -(-B // ncol)
+    grid = images.new_full((C, nrow * (H + pad) + pad, ncol * (W + pad) + pad), pad_value)
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncol)
+        grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = im
+    return grid
+
 def captioned_grid(images:torch.Tensor, captions:Sequence[str]|None=None, ncol:int=8, pad:int=2,
                    text_lines:int=3, min_cell:int=96) -> Image.Image:
     "A PIL grid of `images` (`[B, C, H, W]` in [-1, 1]) with each caption wrapped under its image."
@@ -269,8 +284,7 @@ def captioned_grid(images:torch.Tensor, captions:Sequence[str]|None=None, ncol:i
         scale = -(-min_cell // h)
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode='nearest')
     ncol = min(ncol, len(images))
-    from torchvision.utils import make_grid   # imported when used: it costs seconds (torchvision loads torch._dynamo), and most commands never need it
-    grid = to_pil(make_grid(images, nrow=ncol, padding=pad, pad_value=1.0))
+    grid = to_pil(tile(images, ncol, pad))   # not torchvision's make_grid: importing torchvision costs about as long as torch
     if not captions: return grid
     cell_w, cell_h = images.shape[-1] + pad, images.shape[-2] + pad
     font = _font(10)

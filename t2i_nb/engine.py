@@ -13,21 +13,21 @@ import torch
 import torch.distributed as dist
 from fastcore.basics import patch
 from torch import nn, Tensor
-from torch.optim.swa_utils import AveragedModel
 from fastai.learner import Learner, Metric, Recorder
 from fastai.optimizer import Optimizer
 from fastai.callback.core import Callback, TrainEvalCallback, CancelBatchException, CancelTrainException, CancelValidException, CancelFitException
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import to_device
-from .core import T2IError, atomic_write, default_device, error_line, save_grid
+from .core import T2IError, PRECISIONS, atomic_write, default_device, error_line, save_grid
+from .checkpoint import (AveragedGenerator, CKPT_FORMAT, CKPT_NAME, _flat, config_mismatch, load_state_strict,
+                               save_checkpoint, load_checkpoint)
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CKPT_FORMAT', 'CKPT_NAME', 'gan_optimizers', 'cpu_has_bf16', 'use_channels_last', 'resolve_precision',
-           'grad_norm', 'AMP', 'NonFiniteLoss', 'world_info', 'all_reduce_grads', 'frozen', 'GANTrainer',
-           'LossComponent', 'rng_state', 'set_rng_state', 'preserve_rng', 'DataState', 'LossHistory', 'plot_losses',
-           'ema_avg_fn', 'share_frozen', 'EMA', 'config_mismatch', 'load_state_strict', 'save_checkpoint',
-           'load_checkpoint', 'run_state', 'load_run_state', 'Checkpointer', 'RunControl', 'SampleGrid', 'gan_learner',
-           'fit_steps', 'init_distributed', 'broadcast_state']
+__all__ = ['gan_optimizers', 'cpu_has_bf16', 'use_channels_last', 'resolve_precision', 'grad_norm', 'AMP', 'NonFiniteLoss',
+           'world_info', 'all_reduce_grads', 'frozen', 'GANTrainer', 'LossComponent', 'rng_state', 'set_rng_state',
+           'preserve_rng', 'DataState', 'LossHistory', 'plot_losses', 'EMA', 'run_state', 'load_run_state',
+           'Checkpointer', 'RunControl', 'SampleGrid', 'gan_learner', 'fit_steps', 'init_distributed',
+           'broadcast_state']
 
 # %% ../nbs/08_engine.ipynb #32c3c974
 def _device(m:nn.Module) -> torch.device: return next(m.parameters()).device
@@ -40,7 +40,6 @@ def gan_optimizers(system:nn.Module, lr_g:float=1e-4, lr_d:float=4e-4, betas:Seq
     return mk(list(system.g_parameters()), lr_g), mk(list(system.d_parameters()), lr_d)
 
 # %% ../nbs/08_engine.ipynb #d6c31dcd
-PRECISIONS = ('fp32', 'bf16', 'fp16', 'auto')
 _DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': None}
 
 # %% ../nbs/08_engine.ipynb #ae2f35cb
@@ -395,98 +394,12 @@ def plot_losses(history:dict, path:str|Path|None=None, beta:float=0.9):
     if path is not None: atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=90))
     return fig
 
-# %% ../nbs/08_engine.ipynb #abdd6279
-def ema_avg_fn(decay:float=0.999):
-    "A `multi_avg_fn` for `AveragedModel`: EMA with decay `min(decay, (1 + n) / (10 + n))` after `n` updates."
-    @torch.no_grad()
-    def _avg(ema:list[Tensor], cur:list[Tensor], n):
-        if not ema[0].is_floating_point(): torch._foreach_copy_(ema, cur); return  # BatchNorm's batch counter
-        pairs = [(e, c) for e, c in zip(ema, cur) if e.data_ptr() != c.data_ptr()]   # shared (frozen) tensors: nothing to do
-        if not pairs: return
-        d = min(decay, (1 + float(n)) / (10 + float(n)))
-        torch._foreach_lerp_([e for e, _ in pairs], [c for _, c in pairs], 1 - d)
-    return _avg
-
-def share_frozen(copy_:nn.Module, orig:nn.Module) -> nn.Module:
-    "Point `copy_`'s frozen parameters (`requires_grad=False` in `orig`, e.g. GALIP's CLIP) at `orig`'s: one tensor, never averaged."
-    src = dict(orig.named_parameters(remove_duplicate=False))
-    for name, _ in list(copy_.named_parameters(remove_duplicate=False)):
-        if not src[name].requires_grad:
-            owner, _, leaf = name.rpartition('.')
-            setattr(copy_.get_submodule(owner), leaf, src[name])
-    return copy_
-
-class EMA(Callback):
-    "An EMA copy of `netG` (`AveragedModel`), updated after every G step; `generator` is the averaged network."
+# %% ../nbs/08_engine.ipynb #2833dacc
+class EMA(AveragedGenerator, Callback):
+    "`checkpoint.AveragedGenerator` as a callback: the EMA copy of `netG`, updated after every G step."
     order = GANTrainer.order + 10           # after_batch: averages the weights the G step just wrote
-    def __init__(self, netG:nn.Module, decay:float=0.999):
-        self.decay = decay
-        self.avg = AveragedModel(netG, multi_avg_fn=ema_avg_fn(decay), use_buffers=True)
-        share_frozen(self.avg.module, netG)
-        if getattr(self.avg.module, '_compiled_call_impl', None) is not None: self.avg.module._compiled_call_impl = None
-        self.avg.requires_grad_(False).eval()
-    @property
-    def generator(self) -> nn.Module: return self.avg.module
-    def update(self, netG:nn.Module): self.avg.update_parameters(netG)
     def after_batch(self):
         if self.training and self.gan_trainer.did_g: self.update(self.learn.model.netG)
-    def ckpt_state(self) -> dict: return {'decay': self.decay, 'state': self.avg.state_dict()}
-    def load_ckpt_state(self, d:dict): self.avg.load_state_dict(d['state'])
-
-# %% ../nbs/08_engine.ipynb #714947ac
-CKPT_FORMAT = 't2i_nb.checkpoint/1'
-CKPT_NAME = 'checkpoint.pt'
-
-# %% ../nbs/08_engine.ipynb #61075602
-def _flat(d:dict, prefix:str='') -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict): out.update(_flat(v, f'{prefix}{k}.'))
-        else: out[f'{prefix}{k}'] = v
-    return out
-
-def config_mismatch(saved:dict, current:dict, keys:Sequence[str]|None=None) -> str|None:
-    "One line naming the first field where two (nested) config dicts differ (only `keys` prefixes, if given), else None."
-    a, b = _flat(saved), _flat(current)
-    for k in sorted(set(a) | set(b)):
-        if keys is not None and not any(k == p or k.startswith(p + '.') for p in keys): continue
-        va, vb = a.get(k, '<absent>'), b.get(k, '<absent>')
-        if isinstance(va, (list, tuple)) and isinstance(vb, (list, tuple)): va, vb = list(va), list(vb)
-        if va != vb:
-            name = k[len('net.'):] if k.startswith('net.') else k
-            return f'checkpoint was trained with {name}={va!r}, this run has {name}={vb!r}'
-    return None
-
-# %% ../nbs/08_engine.ipynb #e7c67c54
-def load_state_strict(module:nn.Module, sd:dict, what:str='model'):
-    "`load_state_dict(strict=True)`, but a mismatch is a one-line `T2IError` naming the first missing/unexpected key or shape."
-    if hasattr(module, 'upgrade_state_dict'): sd = module.upgrade_state_dict(dict(sd))   # a module may read its older layouts
-    own = module.state_dict()
-    for k, v in sd.items():
-        if k not in own: raise T2IError(f'the checkpoint {what} has a parameter this run does not ({k}): it comes from another configuration')
-        if tuple(own[k].shape) != tuple(v.shape):
-            raise T2IError(f'the checkpoint {what} has {k} of shape {tuple(v.shape)}, this run has {tuple(own[k].shape)}: it comes from another configuration')
-    missing = [k for k in own if k not in sd]
-    if missing: raise T2IError(f'the checkpoint {what} lacks {missing[0]} (and {len(missing) - 1} more): it comes from another configuration')
-    module.load_state_dict(sd)
-
-# %% ../nbs/08_engine.ipynb #18c61358
-def save_checkpoint(state:dict, path:str|Path) -> Path:
-    "Write `state` with `torch.save`, atomically."
-    return atomic_write(path, lambda p: torch.save(state, p))
-
-def load_checkpoint(path:str|Path, map_location='cpu') -> dict:
-    "Read a checkpoint (`weights_only=True`); a run folder means its `checkpoint.pt`. Bad files are one-line errors."
-    path = Path(path)
-    if path.is_dir(): path = path/CKPT_NAME
-    if not path.is_file(): raise T2IError(f'no checkpoint at {path}: give a run folder written by t2i_train')
-    if path.stat().st_size == 0:   # only a copy or a disk outside t2i_nb's atomic writes leaves one
-        raise T2IError(f'{path} is empty (0 bytes): restore it from a copy, or start the run again (t2i_train --out a new folder)')
-    try: ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise T2IError(f'{path} is not a readable t2i_nb checkpoint ({type(e).__name__}: {error_line(e)[:150]})') from None
-    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
-        raise T2IError(f'{path} is not a t2i_nb checkpoint (format {ck.get("format") if isinstance(ck, dict) else type(ck).__name__!r})')
-    return ck
 
 # %% ../nbs/08_engine.ipynb #f7925d24
 def _gather_rng() -> list[dict]:

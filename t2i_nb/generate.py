@@ -18,7 +18,7 @@ from fastcore.script import call_parse, Param, store_true
 from .core import T2IError, check_out_file, cli_errors, default_device, to_pil, captioned_grid, atomic_write
 from .shapes import SHAPES, COLOURS, SIZES, POSITIONS, parse_caption_attributes
 from .data import Vocab, dataset_root, DEFAULT_ROOTS
-from .engine import CKPT_NAME
+from .checkpoint import CKPT_NAME
 from .train import load_run, check_run_dir, newest_run
 from .backbones.attngan import CA_NET
 

@@ -565,7 +565,7 @@ def _step_of(run_dir:Path) -> int|None:
     except (OSError, ValueError): return None
 
 def _encoders(run_dir:Path, encoders:str|Path|None, dev):
-    from t2i_nb.pretrain import load_pretrained
+    from t2i_nb.pretrained import load_pretrained
     src = Path(encoders) if encoders else run_dir/'encoders'
     if not encoders and not (src/'config.json').is_file(): return None, 'R-precision skipped: the run has no encoders/ (a DTE run without SCL): pass --encoders PRETRAIN_RUN'
     text, img, vocab, _ = load_pretrained(src, device=dev)

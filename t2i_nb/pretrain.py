@@ -15,13 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['IMAGE_ENCODERS', 'TEXT_ENCODERS', 'BUILTIN_SETS', 'PRETRAIN_ENCODERS', 'TIE', 'RUN_FILES', 'CLIP_FILE',
-           'CLIP_RUN_FILES', 'CLIP_BETAS', 'CLIP_EPS', 'CLIP_MAX_SCALE', 'PretrainConfig', 'DAMSM', 'build_damsm',
-           'DAMSMLoss', 'label_keys', 'mismatched_indices', 'r_precision_hits', 'r_precision', 'retrieval_recall',
-           'Encoded', 'encode_dataset', 'evaluate_encoders', 'DAMSMBatch', 'ClipTextGrad', 'LossPart', 'ValidEvery',
-           'RPrecisionMetric', 'damsm_learner', 'save_pretrained', 'PretrainedEncoders', 'load_pretrained',
-           'PretrainResult', 'pretrain', 'clip_pretrain_config', 'ClipPair', 'build_clip_pair', 'ClipLoss',
-           'clip_learner', 'save_clip_run', 't2i_pretrain', 'bench_pretrain']
+__all__ = ['TIE', 'RUN_FILES', 'CLIP_BETAS', 'CLIP_EPS', 'CLIP_MAX_SCALE', 'DAMSM', 'build_damsm', 'DAMSMLoss', 'label_keys',
+           'mismatched_indices', 'r_precision_hits', 'r_precision', 'retrieval_recall', 'Encoded', 'encode_dataset',
+           'evaluate_encoders', 'DAMSMBatch', 'ClipTextGrad', 'LossPart', 'ValidEvery', 'RPrecisionMetric',
+           'damsm_learner', 'save_pretrained', 'PretrainResult', 'pretrain', 'clip_pretrain_config', 'ClipPair',
+           'build_clip_pair', 'ClipLoss', 'clip_learner', 'save_clip_run', 't2i_pretrain', 'bench_pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #700bbe2c
 from fastai.learner import Learner, Metric, Recorder
@@ -30,84 +28,13 @@ from fastai.callback.progress import ProgressCallback
 from fastai.optimizer import Adam
 from fastcore.script import call_parse, store_true
 from .core import T2IError, Config, FolderLock, atomic_write, check_out_dir, cli_errors, default_device, set_seed, metric_line, sweep_tmp
-from .data import (Vocab, CaptionDataset, TextImageDataset, T2IDataLoader, DATASETS, DEFAULT_ROOTS, get_dls,
+from .loaders import T2IDataLoader, get_dls
+from .data import (Vocab, CaptionDataset, TextImageDataset, DATASETS, DEFAULT_ROOTS,
                          load_dataset, dataset_root, held_out_split)
 from .encoders import build_text_encoder, build_image_encoder, load_strict, count_params
+from .pretrained import (IMAGE_ENCODERS, TEXT_ENCODERS, BUILTIN_SETS, PRETRAIN_ENCODERS, PretrainConfig, _text_kwargs, _image_kwargs,
+                               CLIP_FILE, CLIP_RUN_FILES, PretrainedEncoders, load_pretrained)
 from .losses import damsm_word_loss, damsm_sent_loss, contrastive_loss, same_label, LabelHead, CONTRASTIVE
-
-# %% ../nbs/05_pretrain.ipynb #4a1ba855
-IMAGE_ENCODERS = ('cnn', 'inception')
-TEXT_ENCODERS = ('rnn', 'lstm', 'transformer')
-
-# %% ../nbs/05_pretrain.ipynb #51844aeb
-BUILTIN_SETS = tuple(DEFAULT_ROOTS)
-PRETRAIN_ENCODERS = ('damsm', 'clip')   # what t2i_pretrain trains: the DAMSM encoder pair, or a small CLIP
-
-@dataclass
-class PretrainConfig(Config):
-    "Everything a DAMSM (+ label-guided loss) pre-training run depends on; saved as `config.json` in the run folder."
-    dataset: str = 'shapes'             # shapes, shapes-multi, cub, coco or flowers
-    root: str|None = None               # data set folder; None: data/<name> for the built-in sets (made if missing)
-    n_images: int = 2000                # built-in sets only: how many images to make when the folder is missing
-    image_encoder: str|None = None      # 'cnn' or 'inception'; None: cnn for the built-in sets, inception otherwise
-    inception_weights: str|None = None  # torchvision Inception-v3 state dict (a local file); None: random backbone
-    text_encoder: str = 'rnn'           # 'rnn' (the DAMSM bi-LSTM) or 'transformer'
-    image_size: int|None = None         # training image size; None: 64 for cnn, 299 for inception (as DAMSM)
-    nef: int = 256                      # feature size shared by words, sentences, image regions and global codes
-    max_len: int = 18                   # words per caption (AttnGAN's WORDS_NUM)
-    epochs: int = 10
-    bs: int = 48                        # batch size (even: half branch A, half branch B)
-    lr: float = 2e-4                    # Adam learning rate (DAMSM)
-    betas: tuple = (0.5, 0.999)         # Adam betas (DAMSM)
-    clip: float = 0.25                  # max gradient norm of the text encoder (DAMSM's RNN_GRAD_CLIP); 0: no clipping
-    gamma1: float = 4.                  # word attention sharpness
-    gamma2: float = 5.                  # soft maximum over words
-    gamma3: float = 10.                 # score scale before the softmax over the batch
-    scl: str = 'none'                   # label-guided loss: 'none', 'supcon' (SCL), 'unicl' or 'ce'
-    scl_weight: float = 1.              # lambda: weight of the label-guided loss
-    temperature: float = 0.07           # temperature of supcon / unicl
-    pair_sampler: bool = True           # label-pair batches (SCL needs them; on for the baseline too)
-    seed: int = 0
-    device: str|None = None             # cpu, cuda, mps or None (T2I_DEVICE, else the best present)
-    n_neg: int = 99                     # R-precision: mismatched captions per image
-    n_folds: int = 10                   # R-precision: groups for mean and std
-    valid_every: int = 1                # score the held-out split every N epochs and after the last; 0: after the last only
-    encoder: str = 'damsm'              # what to train: 'damsm' (text + image encoders) or 'clip' (a small CLIP, `small_clip_config`)
-    clip_width: int = 128               # CLIP: width of both towers (a multiple of 64)
-    clip_layers: int = 4                # CLIP: blocks per tower
-    clip_embed_dim: int = 128           # CLIP: joint embedding size (the condition size of the `clip` text side and GALIP)
-    clip_context: int = 32              # CLIP: context length in BPE tokens
-
-    def resolved(self) -> PretrainConfig:
-        "A checked copy with the data-set dependent defaults (`image_encoder`, `image_size`) filled in."
-        self.check()
-        enc = self.image_encoder or ('cnn' if self.dataset in BUILTIN_SETS else 'inception')
-        if self.inception_weights and enc != 'inception': raise T2IError('--inception_weights needs --image_encoder inception')
-        if self.encoder == 'clip': return self.replace(image_encoder=enc, image_size=self.image_size or 64)   # the small CLIP's default size
-        return self.replace(image_encoder=enc, image_size=self.image_size or (299 if enc == 'inception' else 64))
-
-    def check(self):
-        "Raise a one-line `T2IError` for the first field that cannot work."
-        def bad(msg): raise T2IError(msg)
-        if self.dataset not in DATASETS: bad(f'unknown data set {self.dataset!r}: use one of {", ".join(DATASETS)}')
-        if self.encoder not in PRETRAIN_ENCODERS: bad(f'unknown --encoder {self.encoder!r}: use damsm or clip')
-        if self.encoder == 'clip':
-            if self.inception_weights: bad('--inception_weights is for the DAMSM image encoder, not --encoder clip')
-            from t2i_nb.clip import small_clip_config   # open_clip (and torchvision) cost seconds to import: only CLIP runs pay them
-            small_clip_config(self.image_size or 64, width=self.clip_width, layers=self.clip_layers, text_width=self.clip_width,
-                              text_layers=self.clip_layers, embed_dim=self.clip_embed_dim, context_length=self.clip_context)
-        if self.scl not in CONTRASTIVE: bad(f'unknown --scl {self.scl!r}: use one of {", ".join(CONTRASTIVE)}')
-        if self.image_encoder not in (None,) + IMAGE_ENCODERS: bad(f'unknown --image_encoder {self.image_encoder!r}: use cnn or inception')
-        if self.text_encoder not in TEXT_ENCODERS: bad(f'unknown --text_encoder {self.text_encoder!r}: use rnn or transformer')
-        for name in ('epochs', 'bs', 'n_neg', 'n_folds', 'nef', 'max_len', 'n_images'):
-            if int(getattr(self, name)) < 1: bad(f'--{name} must be at least 1, got {getattr(self, name)}')
-        if self.pair_sampler and (self.bs < 2 or self.bs % 2): bad(f'--bs must be even (label pairs: half branch A, half branch B), got {self.bs}')
-        if self.image_size is not None and self.image_size < 8: bad(f'--image_size {self.image_size} is too small: use 32, 64 or more')
-        if not (self.lr > 0 and math.isfinite(self.lr)): bad(f'--lr must be a positive number, got {self.lr}')
-        if not self.temperature > 0: bad(f'--temperature must be positive, got {self.temperature}')
-        if self.scl_weight < 0: bad(f'--scl_weight must be >= 0, got {self.scl_weight}')
-        if self.valid_every < 0: bad(f'--valid_every must be >= 0 (0: validate after the last epoch only), got {self.valid_every}')
-        return self
 
 # %% ../nbs/05_pretrain.ipynb #ed202e87
 class DAMSM(nn.Module):
@@ -119,13 +46,6 @@ class DAMSM(nn.Module):
         words, sent = self.text_encoder(tokens, lengths)
         local, glob = self.image_encoder(images)
         return words, sent, local, glob
-
-def _text_kwargs(cfg:PretrainConfig) -> dict:
-    return dict(nhidden=cfg.nef) if cfg.text_encoder in ('rnn', 'lstm') else dict(d_model=cfg.nef, max_len=max(64, cfg.max_len))
-
-def _image_kwargs(cfg:PretrainConfig, weights:bool=True) -> dict:
-    if cfg.image_encoder == 'cnn': return dict(nef=cfg.nef, img_size=cfg.image_size)
-    return dict(nef=cfg.nef, weights_path=cfg.inception_weights if weights else None)
 
 def build_damsm(cfg:PretrainConfig, ntoken:int, n_classes:int=0) -> DAMSM:
     "The encoders (and, for `scl='ce'`, a `LabelHead` over `n_classes`) that `cfg` describes, for a vocabulary of `ntoken` words."
@@ -364,31 +284,6 @@ def save_pretrained(out:str|Path, model:DAMSM, vocab:Vocab, cfg:PretrainConfig, 
     atomic_write(out/'metrics.json', lambda p: p.write_text(json.dumps(metrics, indent=1)))
     return out
 
-# %% ../nbs/05_pretrain.ipynb #195386a7
-class PretrainedEncoders(NamedTuple):
-    "What `load_pretrained` returns; unpacks like the plain tuple `(text_encoder, image_encoder, vocab, cfg)`."
-    text_encoder: nn.Module  # the text encoder, in eval mode
-    image_encoder: nn.Module # the image encoder, in eval mode
-    vocab: Vocab             # the vocabulary built from the run's training captions
-    cfg: PretrainConfig      # the run's resolved config
-
-def _load_state(path:Path, module:nn.Module) -> nn.Module:
-    if not path.is_file(): raise T2IError(f'{path} not found: is {path.parent} a t2i_pretrain run folder?')
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise T2IError(f'cannot read {path} ({type(e).__name__}): the file is damaged') from None
-    return load_strict(module, sd, str(path))
-
-def load_pretrained(run:str|Path, device=None) -> PretrainedEncoders:
-    "`PretrainedEncoders(text_encoder, image_encoder, vocab, cfg)` of a `t2i_pretrain` run folder, in eval mode on `device`."
-    run = Path(run)
-    if not run.is_dir(): raise T2IError(f'no pre-training run folder at {run}: run t2i_pretrain --out {run} first')
-    cfg, vocab = PretrainConfig.load(run/'config.json').resolved(), Vocab.load(run/'vocab.json')
-    if cfg.encoder == 'clip': raise T2IError(f'{run} holds a CLIP (t2i_pretrain --encoder clip), not DAMSM encoders: give it as --clip {run/CLIP_FILE}')
-    text = _load_state(run/'text_encoder.pth', build_text_encoder(cfg.text_encoder, len(vocab), **_text_kwargs(cfg)))
-    img = _load_state(run/'image_encoder.pth', build_image_encoder(cfg.image_encoder, **_image_kwargs(cfg, weights=False)))
-    dev = default_device(device)
-    return PretrainedEncoders(text.to(dev).eval(), img.to(dev).eval(), vocab, cfg)
-
 # %% ../nbs/05_pretrain.ipynb #c4d5f423
 class PretrainResult(NamedTuple):
     "What `pretrain` returns."
@@ -450,8 +345,6 @@ def pretrain(cfg:PretrainConfig|None=None, out:str|Path|None=None, progress:bool
     return PretrainResult(learn, vocab, metrics, out)
 
 # %% ../nbs/05_pretrain.ipynb #344dae03
-CLIP_FILE = 'clip.safetensors'                         # the CLIP in a t2i_pretrain --encoder clip run folder
-CLIP_RUN_FILES = (CLIP_FILE, 'vocab.json', 'config.json', 'metrics.json')
 CLIP_BETAS, CLIP_EPS, CLIP_MAX_SCALE = (0.9, 0.98), 1e-6, 100.   # CLIP's Adam settings and the cap of its logit scale
 
 def clip_pretrain_config(cfg:PretrainConfig) -> dict:

@@ -8,24 +8,24 @@ import datetime, json, math, os, shutil, sys, time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, NamedTuple, Sequence
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn, Tensor
 from torch.utils._pytree import tree_map_only
 from fastcore.script import call_parse, store_true
-from fastai.learner import Learner
-from .core import T2IError, Config, FolderLock, atomic_write, check_out_dir, cli_errors, default_device, set_seed, metric_line, sweep_tmp
-from .data import Vocab, get_dls, dataset_root, load_dataset, held_out_split, DATASETS
+from .core import T2IError, PRECISIONS, Config, FolderLock, atomic_write, check_out_dir, cli_errors, default_device, set_seed, metric_line, sweep_tmp
+from .data import Vocab, dataset_root, load_dataset, held_out_split, DATASETS
 from .models import GANConfig, get_backbone
 from .encoders import TextEmbedConfig
 from .gan import T2IGAN, T2IConfig, MODEL_ALIASES, TEXT_SIDES
 from .models import BACKBONES
-from .pretrain import PretrainConfig, BUILTIN_SETS
-from .engine import (PRECISIONS, CKPT_NAME, AMP, EMA, GANTrainer, NonFiniteLoss, world_info, init_distributed, broadcast_state,
-                           gan_learner, fit_steps, load_checkpoint, load_run_state, load_state_strict, use_channels_last,
-                           _flat, _rank0, _noop_logger)
+from .pretrained import PretrainConfig, BUILTIN_SETS, CLIP_FILE, load_pretrained
+from .checkpoint import CKPT_NAME, AveragedGenerator, load_checkpoint, load_state_strict, _flat
+# The engine (fastai's Learner and the GAN callbacks) and the loaders are imported by the functions that train: a run
+# folder is read back (`load_run`, for t2i_generate and t2i_eval) without them, and importing fastai costs seconds.
+if TYPE_CHECKING: from fastai.learner import Learner
 
 # %% auto #0
 __all__ = ['GALIP_EPOCHS', 'PRESETS', 'RESUMABLE', 'LOADING_PRESETS', 'TrainConfig', 'get_preset', 'sample_captions',
@@ -176,7 +176,8 @@ def encoder_config(cfg:TrainConfig, root:str|Path|None=None, scl:str|None=None, 
 # %% ../nbs/09_train.ipynb #86e07eaa
 def _encoders_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:bool):
     "`(text_encoder, image_encoder, vocab)`: from `cfg.encoders`, the run's `encoders/`, or a quick pre-training here."
-    from t2i_nb.pretrain import pretrain, load_pretrained
+    from t2i_nb.pretrain import pretrain
+    from t2i_nb.engine import world_info, _rank0
     local = run_dir/'encoders'
     if cfg.encoders is not None and not resume:
         src = Path(cfg.encoders)
@@ -193,7 +194,7 @@ def _encoders_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:boo
 
 def run_clip_path(clip:str|Path, run_dir:str|Path|None=None) -> Path:
     "Where a recorded `--clip` is: a relative path inside `run_dir` if it is there (a CLIP pre-trained into the run), else as given; a t2i_pretrain folder -> its clip.safetensors."
-    from t2i_nb.pretrain import CLIP_FILE
+    from t2i_nb.pretrained import CLIP_FILE
     p = Path(clip).expanduser()
     if run_dir is not None and not p.is_absolute() and (Path(run_dir)/p).exists(): p = Path(run_dir)/p
     return p/CLIP_FILE if p.is_dir() and (p/CLIP_FILE).is_file() else p
@@ -204,7 +205,8 @@ def clip_config_for(cfg:TrainConfig, root:str|Path|None=None, device=None) -> Pr
 
 def _clip_for(cfg:TrainConfig, run_dir:Path, root:Path, dev, log, resume:bool) -> tuple[nn.Module, TrainConfig]:
     "The frozen CLIP of a text-'clip' run: `cfg.clip` (or $T2I_CLIP), else a small one pre-trained into `run_dir/clip` (built-in sets); `cfg` records its path."
-    from t2i_nb.pretrain import pretrain, CLIP_FILE
+    from t2i_nb.pretrain import pretrain
+    from t2i_nb.engine import world_info, _rank0
     from t2i_nb.clip import load_clip
     src = cfg.clip or os.environ.get('T2I_CLIP')
     if not src:
@@ -266,6 +268,7 @@ def _write_metrics(learn, run_dir, cfg, dev, train_s, total_s, step0, world):
 def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=None, progress:bool|None=None,
           log=print) -> Learner:
     "Train `cfg` into the run folder `run_dir` (or continue it with `resume=True`); returns the fitted `Learner`."
+    from t2i_nb.engine import init_distributed, world_info, _noop_logger
     cfg.check()
     run_dir = Path(run_dir)
     dev = init_distributed(device)
@@ -280,6 +283,8 @@ def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=
         if lock is not None: lock.release()
 
 def _train(cfg, run_dir, resume, dev, progress, log) -> Learner:
+    from t2i_nb.engine import world_info, broadcast_state, gan_learner, load_run_state, fit_steps
+    from t2i_nb.loaders import get_dls
     rank, world = world_info()
     if dev.type == 'cuda': torch.backends.cudnn.benchmark = True
     t_start = time.perf_counter()
@@ -353,7 +358,6 @@ def load_run(run_dir:str|Path, device:str|None=None) -> Run:
     cfg, vocab, dev = TrainConfig.load(run_dir/'config.json'), Vocab.load(run_dir/'vocab.json'), default_device(device)
     text = img = None
     if cfg.needs_encoders:
-        from t2i_nb.pretrain import load_pretrained
         text, img, _, _ = load_pretrained(run_dir/'encoders', device='cpu')
     clip = None
     if cfg.needs_clip:   # the frozen CLIP is not in the checkpoint: it is read from the path the run recorded
@@ -366,7 +370,7 @@ def load_run(run_dir:str|Path, device:str|None=None) -> Run:
     head = ck['system'].get('label_head.fc.weight')   # the CE head's size is the data's class count
     system = build_system(cfg, text, img, 'cpu', n_classes=0 if head is None else head.shape[0], clip=clip, vocab=vocab)
     load_state_strict(system, ck['system'], 'system')
-    ema = EMA(system.netG)
+    ema = AveragedGenerator(system.netG)
     ema.load_ckpt_state(ck['ema'])
     return Run(system.to(dev).eval(), ema.generator.to(dev).eval(), cfg, vocab)
 
@@ -422,6 +426,7 @@ def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32,
                 seed:int=0, lazy_gp:int=4) -> dict:
     "Images/s of the engine's D+G iteration vs the textbook one (`textbook_step`), per image size: at the same maths, and with lazy MA-GP (every `lazy_gp` steps) apart."
     if text != 'damsm': raise T2IError(f"bench_train compares with DF-GAN's own loop, which conditions on a frozen DAMSM text encoder: use text='damsm', got {text!r}")
+    from t2i_nb.engine import AMP, EMA, GANTrainer, use_channels_last
     dev = default_device(device)
     cl = use_channels_last(channels_last, dev, precision)
     out = {'device': str(dev), 'torch_threads': torch.get_num_threads(), 'backbone': backbone, 'text': text, 'nf': nf, 'lazy_gp': lazy_gp,
@@ -496,6 +501,7 @@ def bench_loading(presets:Sequence[str]=LOADING_PRESETS, steps:int=3, device:str
     import tempfile
     from t2i_nb.data import make_photo_set
     from t2i_nb.shapes import make_shapes, make_shapes_multi
+    from t2i_nb.engine import _noop_logger
     dev = default_device(device)
     out = {'device': str(dev), 'torch_threads': torch.get_num_threads(), 'steps': steps, 'workers': workers, 'target': target, 'presets': {}}
     with tempfile.TemporaryDirectory(prefix='t2i_loading_') as tmp:
@@ -518,7 +524,7 @@ def bench_loading(presets:Sequence[str]=LOADING_PRESETS, steps:int=3, device:str
 def bench_data_loading(sizes:Sequence[int]=(64, 256), bs:int=32, n_batches:int=20, presets:Sequence[str]=LOADING_PRESETS, steps:int=3,
                        device:str|None=None, precision:str|None=None, overrides:dict|None=None) -> dict:
     "`t2i_bench data`: the loader's batches/s from the cache vs the raw files (`bench_data`), and each preset's share of training time spent waiting for data (`bench_loading`)."
-    from t2i_nb.data import bench_data
+    from t2i_nb.loaders import bench_data
     return {'cache': bench_data(sizes=sizes, bs=bs, n_batches=n_batches, device=device),
             **bench_loading(presets, steps=steps, device=device, precision=precision, overrides=overrides)}
 
@@ -554,6 +560,7 @@ def t2i_train(preset:str=None,             # Preset (default cpu-quick): cpu-qui
               channels_last:str=None,      # Channels-last memory format: on or off (default: the preset's; unset: on for CUDA and the CPU)
               quiet:store_true=False):     # Print only the run folder and the final summary
     "Train a text-to-image GAN (a backbone x a text side x a label term) into a run folder: checkpoints, samples, loss curves, metrics."
+    from t2i_nb.engine import NonFiniteLoss, _rank0, _noop_logger
     ov = _overrides(model=model, backbone=backbone, text=text, scl=scl, text_init=text_init, dataset=dataset, root=root, steps=steps, bs=bs, img_size=img_size, nf=nf,
                     encoders=encoders, clip=clip, seed=seed, precision=precision, workers=workers, ckpt_every=ckpt_every,
                     n_critic=n_critic, lr_g=lr_g, lr_d=lr_d, pretrain_epochs=pretrain_epochs, compile=compile)

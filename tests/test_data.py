@@ -14,8 +14,9 @@ from PIL import Image
 
 from t2i_nb.core import T2IError
 from t2i_nb.data import (CaptionDataset, LabelPairSampler, RandomBatchSampler, TextImageDataset, Vocab, bbox_crop_box,
-                         bench_data, dataset_summary, get_dls, image_cache, load_coco, load_cub, load_flowers, load_shapes,
-                         load_shapes_multi, make_shapes, make_shapes_multi, read_image, safe_unpickle, show_batch)
+                         dataset_summary, image_cache, load_coco, load_cub, load_flowers, load_shapes,
+                         load_shapes_multi, make_shapes, make_shapes_multi, read_image, safe_unpickle)
+from t2i_nb.loaders import bench_data, get_dls, show_batch
 
 
 # ---------------------------------------------------------------- fixtures in the real layouts
@@ -443,7 +444,7 @@ def test_get_dls_errors(cub):
 
 def test_bench_data_reports(tmp_path):
     """Figures reported for the cache (run by hand, 1 thread):
-    OMP_NUM_THREADS=1 python -c "from t2i_nb.data import bench_data; print(bench_data(sizes=(64, 256), bs=32, n_batches=20))"
+    OMP_NUM_THREADS=1 python -c "from t2i_nb.loaders import bench_data; print(bench_data(sizes=(64, 256), bs=32, n_batches=20))"
     """
     r = bench_data(sizes=(32,), bs=4, n_batches=3)
     m = r['sizes'][32]

@@ -25,7 +25,8 @@ def _worker(rank, world, port, root, out):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from t2i_nb.core import set_seed
-    from t2i_nb.data import load_shapes, get_dls, Vocab
+    from t2i_nb.data import load_shapes, Vocab
+    from t2i_nb.loaders import get_dls
     from t2i_nb.models import GANConfig
     from t2i_nb.encoders import TextEmbedConfig
     from t2i_nb.gan import T2IGAN, T2IConfig

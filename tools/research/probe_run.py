@@ -12,7 +12,8 @@ import argparse, json
 import torch
 from probe_encoders import attribute_probes
 from t2i_nb.train import load_run
-from t2i_nb.data import load_dataset, TextImageDataset, T2IDataLoader
+from t2i_nb.data import load_dataset, TextImageDataset
+from t2i_nb.loaders import T2IDataLoader
 
 def run_features(system, vocab, cfg, root, split:str) -> list[torch.Tensor]:
     "`[D features, S_G, S_D, labels]` of every image of `split` (one caption each)."
