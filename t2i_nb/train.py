@@ -8,7 +8,7 @@ import datetime, json, math, os, shutil, sys, time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, NamedTuple, Sequence
+from typing import ClassVar, NamedTuple, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -25,7 +25,7 @@ from .pretrained import PretrainConfig, BUILTIN_SETS, CLIP_FILE, load_pretrained
 from .checkpoint import CKPT_NAME, AveragedGenerator, load_checkpoint, load_state_strict, _flat
 # The engine (fastai's Learner and the GAN callbacks) and the loaders are imported by the functions that train: a run
 # folder is read back (`load_run`, for t2i_generate and t2i_eval) without them, and importing fastai costs seconds.
-if TYPE_CHECKING: from fastai.learner import Learner
+# (So `train` returns a fastai `Learner` without saying so in its annotation: show_doc would have to import fastai.)
 
 # %% auto #0
 __all__ = ['GALIP_EPOCHS', 'PRESETS', 'RESUMABLE', 'LOADING_PRESETS', 'TrainConfig', 'get_preset', 'sample_captions',
@@ -244,7 +244,7 @@ def build_system(cfg:TrainConfig, text_encoder=None, image_encoder=None, device=
     return system.to(torch.device(device) if device is not None else default_device())
 
 # %% ../nbs/09_train.ipynb #41622b0d
-def _print_epochs(learn:Learner, log, total:int):
+def _print_epochs(learn, log, total:int):
     "One printed line per epoch (instead of progress bars, for logs and pipes)."
     def line(rec): log(f'step {learn.gan_trainer.step}/{total}  ' + metric_line(learn.recorder.metric_names, rec))
     learn.logger = line
@@ -266,8 +266,8 @@ def _write_metrics(learn, run_dir, cfg, dev, train_s, total_s, step0, world):
     atomic_write(Path(run_dir)/'metrics.json', lambda p: p.write_text(json.dumps(m, indent=1)))
 
 def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=None, progress:bool|None=None,
-          log=print) -> Learner:
-    "Train `cfg` into the run folder `run_dir` (or continue it with `resume=True`); returns the fitted `Learner`."
+          log=print):
+    "Train `cfg` into the run folder `run_dir` (or continue it with `resume=True`); returns the fitted fastai `Learner`."
     from t2i_nb.engine import init_distributed, world_info, _noop_logger
     cfg.check()
     run_dir = Path(run_dir)
@@ -282,7 +282,7 @@ def train(cfg:TrainConfig, run_dir:str|Path, resume:bool=False, device:str|None=
     finally:
         if lock is not None: lock.release()
 
-def _train(cfg, run_dir, resume, dev, progress, log) -> Learner:
+def _train(cfg, run_dir, resume, dev, progress, log):
     from t2i_nb.engine import world_info, broadcast_state, gan_learner, load_run_state, fit_steps
     from t2i_nb.loaders import get_dls
     rank, world = world_info()

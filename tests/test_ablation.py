@@ -124,11 +124,11 @@ def test_rows_have_an_equal_budget_and_shared_encoders():
 
 def test_study_encoders_are_what_t2i_train_would_pretrain(tmp_path, monkeypatch):
     "The study's shared encoders (encoder_config) are the ones a single t2i_train run pre-trains for itself."
-    import t2i_nb.pretrain as P
+    import t2i_nb.pretrain as P, t2i_nb.train as T
     from t2i_nb.train import _encoders_for
     seen = {}
     monkeypatch.setattr(P, 'pretrain', lambda cfg, out=None, **kw: seen.setdefault('cfg', cfg))
-    monkeypatch.setattr(P, 'load_pretrained', lambda *a, **kw: (None, None, None, None))
+    monkeypatch.setattr(T, 'load_pretrained', lambda *a, **kw: (None, None, None, None))   # train imports it from pretrained
     for row in ('dfgan+scl', 'dfgan+ce', 'dte+scl', 'dfgan'):
         tc = row_config(QUICK, row, 'shapes-multi', 1).replace(encoders=None)
         seen.clear()
