@@ -9,6 +9,8 @@ oracle's accuracy per attribute, R-precision and the evaluator FID, and appends 
 The experiment tables of nbs/tutorials/04_tuning.ipynb ("How the cpu-quick preset was tuned") were made with it (two
 experiments at a time, one thread each). `--curve 1500,2000` also judges the run at those steps on the way (it trains to
 each, judges, then resumes exactly: the learning rates are constant, so a point equals a shorter run), one line each.
+Run again on a finished experiment with a larger `steps`, it continues from where it stopped (`train_s` then counts
+the new steps only).
 """
 import argparse, json, time
 from pathlib import Path
@@ -28,10 +30,12 @@ def main():
     run = Path(a.out)/a.name
     points = sorted({int(s) for s in a.curve.split(',') if s} | {cfg.steps})
     if points[0] < 1 or points[-1] > cfg.steps: raise SystemExit(f'error: --curve steps must lie in 1..{cfg.steps}')
+    done = json.loads((run/'metrics.json').read_text())['steps'] if (run/'metrics.json').exists() else 0
+    points = [s for s in points if s > done]          # a finished run given more steps (or a longer curve) goes on
     t_train = 0.
     for i, steps in enumerate(points):
         t0 = time.time()
-        train(cfg.replace(steps=steps), run, resume=i > 0, log=lambda *x: None)
+        train(cfg.replace(steps=steps), run, resume=i > 0 or done > 0, log=lambda *x: None)
         t_train += time.time() - t0                    # pre-training + GAN steps so far, without the judging
         r = evaluate_run(run, n_samples=a.n_samples, log=None)
         m = json.loads((run/'metrics.json').read_text())
