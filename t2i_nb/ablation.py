@@ -4,11 +4,11 @@
 
 # %% ../nbs/13_ablation.ipynb #3fe4c0cc
 from __future__ import annotations
-import json, math, sys, time
+import json, math, os, subprocess, sys, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, NamedTuple, Sequence
-import numpy as np
+import numpy as np, torch
 from fastcore.script import call_parse, store_true
 
 # %% auto #0
@@ -18,10 +18,10 @@ __all__ = ['ROWS', 'CORE_ROWS', 'STUDY_ROWS', 'ABLATION_DATASETS', 'QUICK', 'FUL
            'ensure_encoders', 'result_path', 'run_dir_of', 'run_metrics', 'run_command', 'run_one', 'metric_info',
            'ci95', 'summarize', 'ablation_markdown', 'compare_rows', 'not_learned', 'gain_verdict', 'verdicts',
            'verdict_markdown', 'plot_ablation', 'sample_grid', 'study_results', 'write_report', 'run_ablation',
-           'merge_results', 't2i_ablation']
+           'merge_results', 'run_jobs', 't2i_ablation']
 
 # %% ../nbs/13_ablation.ipynb #346e5508
-from .core import T2IError, Config, FolderLock, atomic_write, check_out_file, cli_errors
+from .core import T2IError, Config, wait_lock, atomic_write, check_out_file, cli_errors
 from .shapes import make_shapes, make_shapes_multi, read_shapes_meta
 from .pretrain import PretrainConfig, pretrain
 from .engine import config_mismatch, CKPT_NAME
@@ -131,14 +131,15 @@ def dataset_dir(cfg:AblationConfig, dataset:str) -> Path:
     "The built-in set `dataset` of the study (made with `cfg.n_images` images the first time; an existing different set is an error)."
     size = max(64, cfg.img_size or max(get_preset(ROWS[r].preset).net.gan.img_size for r in cfg.rows))
     root = cfg.data_dir/dataset
-    meta = read_shapes_meta(root)
-    if meta is not None:
-        p = meta.get('params', {})
-        if meta.get('kind') != dataset or p.get('n') != cfg.n_images or p.get('size') != size:
-            raise T2IError(f'{root} holds a {meta.get("kind")} set of {p.get("n")} images at {p.get("size")}px, the study asks for '
-                           f'{cfg.n_images} at {size}px: use another --out (or data_root)')
-        return root
-    return (make_shapes if dataset == 'shapes' else make_shapes_multi)(root, n=cfg.n_images, size=size, seed=0)
+    with wait_lock(cfg.data_dir, 't2i_ablation (making a data set)', doing='written'):   # shards starting together make it once
+        meta = read_shapes_meta(root)
+        if meta is not None:
+            p = meta.get('params', {})
+            if meta.get('kind') != dataset or p.get('n') != cfg.n_images or p.get('size') != size:
+                raise T2IError(f'{root} holds a {meta.get("kind")} set of {p.get("n")} images at {p.get("size")}px, the study asks for '
+                               f'{cfg.n_images} at {size}px: use another --out (or data_root)')
+            return root
+        return (make_shapes if dataset == 'shapes' else make_shapes_multi)(root, n=cfg.n_images, size=size, seed=0)
 
 def encoders_dir(cfg:AblationConfig, dataset:str, seed:int, scl:str, kind:str='damsm') -> Path:
     "Where the encoders (`kind` 'damsm': the DAMSM pair; 'clip': a small CLIP) pre-trained with `scl` on `dataset` with `seed` live, shared by every row that needs them."
@@ -185,19 +186,10 @@ def _same_pretrain(saved:dict, want:dict) -> str|None:
     drop = lambda d: {k: v for k, v in d.items() if k not in ('device', 'valid_every')}   # neither changes the weights
     return config_mismatch(drop(saved), drop(want))
 
-def _wait_lock(folder:Path, log:Callable|None) -> FolderLock:
-    "The lock on a shared encoders folder; while another process (a shard of the study) holds it, wait: it is pre-training the same."
-    lock, said = FolderLock(folder, 't2i_ablation (pre-training encoders)'), False
-    while True:
-        try: return lock.acquire()
-        except T2IError:
-            if log and not said: log(f'{folder} is being pre-trained by another process: waiting for it'); said = True
-            time.sleep(2)
-
 def ensure_encoders(pcfg:PretrainConfig, out:str|Path, log:Callable|None=print) -> Path:
     "Pre-train `pcfg` into `out` unless a finished pre-training of the same configuration is there already (waiting for a shard pre-training it)."
     out, want = Path(out), pcfg.resolved().to_dict()
-    with _wait_lock(out, log):
+    with wait_lock(out, 't2i_ablation (pre-training encoders)', log, 'pre-trained'):   # a shard pre-training them: wait, then reuse
         if (out/'metrics.json').is_file():
             msg = _same_pretrain(json.loads((out/'config.json').read_text()), want)
             if msg: raise T2IError(f'{out} holds other encoders ({msg.replace("checkpoint was trained", "they were trained")}): use another --out')
@@ -620,6 +612,34 @@ def merge_results(cfg:AblationConfig, sources:Sequence[str|Path]) -> int:
             n += 1
     return n
 
+# %% ../nbs/13_ablation.ipynb #0797c3c0
+def _argv(**opts) -> list[str]:
+    "The `t2i_ablation` arguments that give `opts` (None and False left out; True: a flag)."
+    out = []
+    for k, v in opts.items():
+        if v is None or v is False: continue
+        out += [f'--{k}'] if v is True else [f'--{k}', str(v)]
+    return out
+
+def run_jobs(argv:Sequence[str], jobs:int, threads:int|None=None, log:Callable|None=print) -> list[int]:
+    "Run `t2i_ablation *argv` as `jobs` processes, `--shard i/jobs` each with `threads` threads (default: this process's divided among them); their exit statuses."
+    if jobs < 1: raise T2IError(f'--jobs must be at least 1, got {jobs}')
+    threads = threads or max(1, torch.get_num_threads() // jobs)
+    env = os.environ | {'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads)}
+    cmd, log = [sys.executable, '-m', 't2i_nb.ablation', *argv], log or _mute
+    log(f'{jobs} processes of {threads} thread(s) each: ' + ' '.join(['t2i_ablation', *argv, '--shard', f'i/{jobs}']))
+    procs = [subprocess.Popen(cmd + ['--shard', f'{i}/{jobs}'], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i in range(1, jobs + 1)]
+    def relay(p, i):                           # each process's progress lines, marked with its shard
+        for line in p.stderr: log(f'[shard {i}/{jobs}] {line.rstrip()}')
+    relays = [threading.Thread(target=relay, args=(p, i), daemon=True) for i, p in enumerate(procs, 1)]
+    for t in relays: t.start()
+    try: return [p.wait() for p in procs]
+    finally:                                   # interrupted: stop the others too (each resumes from its last checkpoint)
+        for p in procs:
+            if p.poll() is None: p.terminate(); p.wait()
+        for t in relays: t.join(timeout=5)
+
 # %% ../nbs/13_ablation.ipynb #a0f48dc8
 def _list(s:str|None, conv=str) -> tuple|None:
     if s is None: return None
@@ -639,6 +659,7 @@ def t2i_ablation(quick:store_true=False,     # The miniature study (the DF-GAN a
                  img_size:int=None,          # Image size of every run (default: the presets'; e.g. 64 on a GPU)
                  device:str=None,            # cpu, cuda, mps (default: T2I_DEVICE or the best present)
                  shard:str=None,             # Run only part i of n of the plan, e.g. 1/2 (start one process per part; they share --out)
+                 jobs:int=1,                 # Run the plan as this many processes here (--shard i/jobs each, the threads divided): on a CPU, more runs per hour
                  merge:str=None,             # Study folders or report JSONs of other shards (comma-separated): copy their finished runs in, then report; trains nothing
                  report:store_true=False,    # Only write the report of the runs finished so far; trains nothing
                  results:str=None,           # Also write the report JSON here (e.g. a committed results file), after every finished run; its finished runs are read back first
@@ -648,8 +669,19 @@ def t2i_ablation(quick:store_true=False,     # The miniature study (the DF-GAN a
               eval_samples=eval_samples, img_size=img_size, device=device)
     cfg = (QUICK if quick else FULL).replace(**{k: v for k, v in ov.items() if v is not None}).check()
     if results: check_out_file(results, '--results')
+    if jobs < 1: raise T2IError(f'--jobs must be at least 1, got {jobs}')
+    if jobs > 1 and (shard or merge or report): raise T2IError('--jobs starts the shards itself: give it without --shard, --merge or --report')
     t0, log = time.perf_counter(), lambda *a: print(*a, file=sys.stderr, flush=True)
-    if merge or report:
+    if jobs > 1:
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        if results and Path(results).is_file():   # read the committed runs back once, not in every process
+            if n := merge_results(cfg, [results]): log(f'{n} finished runs read from {results}')
+        codes = run_jobs(_argv(quick=quick, out=cfg.out, seeds=seeds, steps=steps, pretrain_epochs=pretrain_epochs, datasets=datasets,
+                               rows=rows, eval_samples=eval_samples, img_size=img_size, device=device, results=results, verbose=verbose), jobs, log=log)
+        rep = write_report(cfg, results, samples=True)
+        if failed := [f'{i + 1}/{jobs}' for i, c in enumerate(codes) if c]:
+            raise T2IError(f'shard {", ".join(failed)} stopped with an error (its lines above); run the same command again to resume')
+    elif merge or report:
         Path(cfg.out).mkdir(parents=True, exist_ok=True)
         if merge: log(f'merged {merge_results(cfg, _list(merge))} finished runs into {cfg.out}')
         rep = write_report(cfg, results, samples=True)

@@ -16,8 +16,8 @@ from fastcore.script import Param, store_true
 # %% auto #0
 __all__ = ['PRECISIONS', 'T2IError', 'Terminated', 'error_line', 'cli_errors', 'default_device', 'set_seed', 'to_uint8',
            'from_uint8', 'to_pil', 'from_pil', 'atomic_write', 'check_out_file', 'check_out_dir', 'sweep_tmp',
-           'FolderLock', 'read_json', 'metric_line', 'tile', 'captioned_grid', 'save_grid', 'Config', 'system_info',
-           't2i_info']
+           'FolderLock', 'wait_lock', 'read_json', 'metric_line', 'tile', 'captioned_grid', 'save_grid', 'Config',
+           'system_info', 't2i_info']
 
 # %% ../nbs/00_core.ipynb #513b57b4
 class T2IError(Exception):
@@ -242,6 +242,16 @@ class FolderLock:
         if self.fd is not None: os.close(self.fd); self.fd = None
     def __enter__(self): return self if self.fd is not None else self.acquire()
     def __exit__(self, *exc): self.release()
+
+# %% ../nbs/00_core.ipynb #0d2dfb2d
+def wait_lock(folder:str|Path, what:str, log:Callable|None=None, doing:str='used', poll:float=2.) -> FolderLock:
+    "Take `FolderLock(folder, what)`, waiting (and saying so once through `log`) while another process holds it."
+    lock, said = FolderLock(folder, what), False
+    while True:
+        try: return lock.acquire()
+        except T2IError:
+            if log and not said: log(f'{folder} is being {doing} by another process: waiting for it'); said = True
+            time.sleep(poll)
 
 # %% ../nbs/00_core.ipynb #47630b64
 def read_json(path:str|Path, what:str='JSON file') -> Any:

@@ -27,7 +27,7 @@ from fastcore.script import call_parse, store_true
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.image.inception import InceptionScore
-from .core import T2IError, Config, atomic_write, cli_errors, default_device, set_seed, to_uint8, from_uint8
+from .core import T2IError, Config, atomic_write, wait_lock, cli_errors, default_device, set_seed, to_uint8, from_uint8
 from .shapes import (SHAPES, COLOURS, SIZES, POSITIONS, BACKGROUNDS, render_scene, read_shapes_meta,
                            parse_caption_attributes, parse_caption_scene)
 from .data import CaptionDataset, load_shapes, load_shapes_multi, image_cache, cache_dir_for, prepare_image
@@ -398,10 +398,14 @@ def get_evaluator(root:str|Path, size:int|None=None, cfg:EvaluatorConfig|None=No
         except T2IError as e:
             if log: log(f'{e}; retraining')
     if not train: raise T2IError(f'no trained evaluator for {root} at {size}px in {path.parent}')
-    if log: log(f'training the oracle evaluator for {root} at {size}px (once per data set version; cached in {path})')
-    model, report = train_evaluator(train_ds, test_ds, cfg, size, device=device, log=log)
-    report |= {'key': key, 'path': str(path)}
-    save_evaluator(path, model, report, key, cfg)
+    with wait_lock(path.parent, 'the oracle evaluator\'s training', log, 'written'):   # another evaluation training it: wait, then load it
+        if path.is_file():
+            try: return load_evaluator(path, device)
+            except T2IError: pass
+        if log: log(f'training the oracle evaluator for {root} at {size}px (once per data set version; cached in {path})')
+        model, report = train_evaluator(train_ds, test_ds, cfg, size, device=device, log=log)
+        report |= {'key': key, 'path': str(path)}
+        save_evaluator(path, model, report, key, cfg)
     return model, report
 
 # %% ../nbs/10_metrics.ipynb #6fda5b34
