@@ -17,8 +17,8 @@ __all__ = ['ROWS', 'CORE_ROWS', 'STUDY_ROWS', 'ABLATION_DATASETS', 'QUICK', 'FUL
            'AblationConfig', 'dataset_dir', 'encoders_dir', 'row_config', 'judge_config', 'study_plan', 'shard_plan',
            'ensure_encoders', 'result_path', 'run_dir_of', 'run_metrics', 'run_command', 'run_one', 'metric_info',
            'ci95', 'summarize', 'ablation_markdown', 'compare_rows', 'not_learned', 'gain_verdict', 'verdicts',
-           'verdict_markdown', 'plot_ablation', 'sample_grid', 'study_results', 'write_report', 'run_ablation',
-           'merge_results', 'run_jobs', 't2i_ablation']
+           'verdict_markdown', 'plot_ablation', 'sample_grid', 'study_results', 'keep_plan', 'write_report',
+           'run_ablation', 'merge_results', 'run_jobs', 't2i_ablation']
 
 # %% ../nbs/13_ablation.ipynb #346e5508
 from .core import T2IError, Config, wait_lock, atomic_write, check_out_file, cli_errors
@@ -543,8 +543,19 @@ def study_results(cfg:AblationConfig) -> tuple[list[dict], list[tuple[str, str, 
         else: missing.append((row, ds, seed))
     return done, missing
 
+def keep_plan(cfg:AblationConfig, results_file:str|Path) -> AblationConfig:
+    "`cfg` with the rows, data sets and seeds of the report already at `results_file` added, and that report's finished runs copied into `cfg.out`: rewriting it then loses none of them."
+    try: old = json.loads(Path(results_file).read_text())['config']
+    except (OSError, ValueError, KeyError, TypeError): return cfg   # no report there yet (or not one: merge_results says so)
+    add = lambda mine, theirs, ok: tuple(dict.fromkeys([*mine, *(x for x in theirs or () if ok(x))]))
+    wide = cfg.replace(rows=add(cfg.rows, old.get('rows'), lambda r: r in ROWS), datasets=add(cfg.datasets, old.get('datasets'), lambda d: d in ABLATION_DATASETS),
+                       seeds=add(cfg.seeds, old.get('seeds'), lambda s: isinstance(s, int) and s >= 0))
+    merge_results(wide, [results_file])
+    return wide
+
 def write_report(cfg:AblationConfig, results_file:str|Path|None=None, samples:bool=False) -> dict:
-    "Summarise every finished run of the plan into `ablation.json`, `ablation.md`, `ablation.png` (and the JSON into `results_file` too); with `samples`, a sample grid per set."
+    "Summarise every finished run of the plan into `ablation.json`, `ablation.md`, `ablation.png` (and the JSON into `results_file` too, keeping the runs it holds); with `samples`, a sample grid per set."
+    if results_file and Path(results_file).is_file(): cfg = keep_plan(cfg, results_file)   # a study of a few rows must not drop the others
     done, missing = study_results(cfg)
     summary, out = summarize(done), Path(cfg.out)
     md = ablation_markdown(summary, expected={ds: (cfg.rows, len(cfg.seeds)) for ds in cfg.datasets}, learned=cfg.learned, alpha=cfg.alpha)
