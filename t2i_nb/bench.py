@@ -58,6 +58,7 @@ def t2i_bench(what:Param('Which benchmark: data, pretrain, train, generate or st
               backbone:str=None,      # train: the GAN (dfgan, ssa, attngan, dmgan, dfgan-mask; default dfgan)
               text:str=None,          # train: the text side (damsm, dte, dte-shared; default damsm)
               nf:int=None,            # train: network width (default 32, DF-GAN's)
+              procs:int=None,         # train: also time the engine with each batch split over this many CPU processes (gloo data parallel, the threads divided)
               precision:str=None,     # train: fp32, bf16, fp16 or auto (default: auto)
               steps:int=None,         # train, pretrain: timed steps per measurement; data: training steps per preset
               presets:str=None,       # data: presets whose share of training time spent waiting for data is measured (default: cpu-quick, attngan-cpu, galip-cpu, cub-256, coco-256)
@@ -69,7 +70,7 @@ def t2i_bench(what:Param('Which benchmark: data, pretrain, train, generate or st
     if device is not None: kw['device'] = str(default_device(device))
     fn = bench_fn(what); accepted = inspect.signature(fn).parameters
     kw = {k: v for k, v in kw.items() if v is not None and k in accepted}
-    kw |= {k: v for k, v in dict(backbone=backbone, text=text, nf=nf, precision=precision, steps=steps,
+    kw |= {k: v for k, v in dict(backbone=backbone, text=text, nf=nf, procs=procs, precision=precision, steps=steps,
                                             presets=None if presets is None else tuple(presets.replace(',', ' ').split())).items() if v is not None}   # given for another benchmark: an error
     res = run_bench(what, quick=quick, **kw)
     if out: atomic_write(out, lambda p: p.write_text(json.dumps(res, indent=1)))

@@ -422,25 +422,59 @@ def textbook_step(system:T2IGAN, batch, opt_g:torch.optim.Optimizer, opt_d:torch
     lg, _, _ = system.backbone.g_loss(out, e.s_d.detach(), damsm)
     opt_g.zero_grad(); lg.backward(); opt_g.step()
 
+def _engine_time(size, b, nf, backbone, text, dev, seed, gp_every, precision, cl, steps, warmup, batch_seed=None) -> tuple[float, str]:
+    "Seconds per engine iteration (D step, G step, EMA) on a synthetic batch of `b`, and the precision it ran in; in a process group each process times its share."
+    from t2i_nb.engine import AMP, EMA, GANTrainer
+    p = get_backbone(backbone).paper                                           # the backbone's own Adam settings, as the textbook loop's
+    batch = _bench_batch(b, size, dev, seed=seed if batch_seed is None else batch_seed)
+    syse = _bench_system(size, nf, backbone, text, dev, seed=seed, gp_every=gp_every)   # the engine: AMP, channels-last, fused Adam, EMA
+    if cl: syse.to(memory_format=torch.channels_last)
+    tr, ema = GANTrainer(syse, AMP(precision, dev), p['lr_g'], p['lr_d'], p['betas'], channels_last=cl), EMA(syse.netG)
+    def engine(): tr.train_step(batch); ema.update(syse.netG)
+    return _time(engine, steps, warmup, dev), tr.mp.mode
+
+def _dp_worker(rank:int, world:int, rdv:str, threads:int, jobs:list, kw:dict, out:str):
+    "One process of a data-parallel measurement: join the gloo group, time each `(size, share, gp_every)` job; rank 0 writes the times to `out`."
+    torch.set_num_threads(threads)
+    dist.init_process_group('gloo', init_method=f'file://{rdv}', rank=rank, world_size=world)
+    try: times = [_engine_time(size, share, gp_every=g, batch_seed=kw['seed'] + rank, **kw)[0] for size, share, g in jobs]
+    finally: dist.destroy_process_group()
+    if rank == 0: Path(out).write_text(json.dumps(times))
+
+def _dp_times(jobs:list, procs:int, kw:dict) -> list[float]:
+    "Seconds per iteration of each job with the batch split over `procs` CPU processes, the threads divided among them."
+    import tempfile, torch.multiprocessing as mp
+    from t2i_nb.train import _dp_worker      # the package's function: a spawned process imports it by name
+    threads = max(1, torch.get_num_threads() // procs)
+    old = os.environ.get('OMP_NUM_THREADS')
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ['OMP_NUM_THREADS'] = str(threads)   # the children's thread pools start at their share
+        try: mp.spawn(_dp_worker, args=(procs, f'{tmp}/rdv', threads, jobs, kw, f'{tmp}/times.json'), nprocs=procs, join=True)
+        finally:
+            if old is None: os.environ.pop('OMP_NUM_THREADS', None)
+            else: os.environ['OMP_NUM_THREADS'] = old
+        return json.loads(Path(tmp, 'times.json').read_text())
+
 def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32, device:str|None=None, steps:int=3,
                 warmup:int=1, precision:str='auto', channels_last:bool|None=None, backbone:str='dfgan', text:str='damsm',
-                seed:int=0, lazy_gp:int=4) -> dict:
-    "Images/s of the engine's D+G iteration vs the textbook one (`textbook_step`), per image size: at the same maths, and with lazy MA-GP (every `lazy_gp` steps) apart."
+                seed:int=0, lazy_gp:int=4, procs:int=1) -> dict:
+    "Images/s of the engine's D+G iteration vs the textbook one (`textbook_step`), per image size: at the same maths, and with lazy MA-GP (every `lazy_gp` steps) apart; with `procs` > 1 also the engine data-parallel over that many CPU processes."
     if text != 'damsm': raise T2IError(f"bench_train compares with DF-GAN's own loop, which conditions on a frozen DAMSM text encoder: use text='damsm', got {text!r}")
-    from t2i_nb.engine import AMP, EMA, GANTrainer, use_channels_last
+    from t2i_nb.engine import use_channels_last
     dev = default_device(device)
+    if procs > 1 and dev.type != 'cpu': raise T2IError(f'procs={procs} splits the batch over CPU processes; on {dev.type} use torchrun with one process per device')
     cl = use_channels_last(channels_last, dev, precision)
     out = {'device': str(dev), 'torch_threads': torch.get_num_threads(), 'backbone': backbone, 'text': text, 'nf': nf, 'lazy_gp': lazy_gp,
            'baseline': 'textbook_step: one generator forward reused by D and G, MA-GP every step, torch Adam, fp32, eager, NCHW, the official block order', 'sizes': {}}
-    p = get_backbone(backbone).paper                                           # the backbone's own Adam settings, in every loop
-    def engine_time(size, b, batch, gp_every):
-        syse = _bench_system(size, nf, backbone, text, dev, seed=seed, gp_every=gp_every)   # the engine: AMP, channels-last, fused Adam, EMA
-        if cl: syse.to(memory_format=torch.channels_last)
-        tr, ema = GANTrainer(syse, AMP(precision, dev), p['lr_g'], p['lr_d'], p['betas'], channels_last=cl), EMA(syse.netG)
-        def engine(): tr.train_step(batch); ema.update(syse.netG)
-        return _time(engine, steps, warmup, dev), tr.mp.mode
+    p = get_backbone(backbone).paper
+    kw = dict(nf=nf, backbone=backbone, text=text, dev=dev, seed=seed, precision=precision, cl=cl, steps=steps, warmup=warmup)
+    bss = {size: bs or {32: 32, 64: 32, 128: 16, 256: 8}.get(size, 16) for size in sizes}
+    if procs > 1:
+        bad = [b for b in bss.values() if b % (2 * procs)]
+        if bad: raise T2IError(f'a batch of {bad[0]} does not split into {procs} even shares (label pairs): use a batch size divisible by {2 * procs}')
+        out |= {'procs': procs, 'threads_per_proc': max(1, torch.get_num_threads() // procs)}
     for size in sizes:
-        b = bs or {32: 32, 64: 32, 128: 16, 256: 8}.get(size, 16)
+        b = bss[size]
         batch = _bench_batch(b, size, dev, seed=seed)
         sysp = _bench_system(size, nf, backbone, text, dev, seed=seed)        # the textbook loop, in the official block order
         for m in sysp.modules():
@@ -448,11 +482,15 @@ def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32,
         og, od = (torch.optim.Adam(ps, lr=lr, betas=p['betas']) for ps, lr in ((sysp.g_parameters(), p['lr_g']), (sysp.d_parameters(), p['lr_d'])))
         t_plain = _time(lambda: textbook_step(sysp, batch, og, od), steps, warmup, dev)
         del sysp, og, od
-        t_eng, mode = engine_time(size, b, batch, 1)                          # the same maths: MA-GP every step
-        t_lazy, _ = engine_time(size, b, batch, lazy_gp)                      # an algorithmic saving, reported apart
-        out['sizes'][size] = {'bs': b, 'precision': mode, 'channels_last': cl, 'plain_img_s': round(b / t_plain, 2),
-                              'engine_img_s': round(b / t_eng, 2), 'speedup': round(t_plain / t_eng, 3),
-                              'engine_lazy_gp_img_s': round(b / t_lazy, 2), 'speedup_lazy_gp': round(t_plain / t_lazy, 3)}
+        t_eng, mode = _engine_time(size, b, gp_every=1, **kw)                 # the same maths: MA-GP every step
+        t_lazy, _ = _engine_time(size, b, gp_every=lazy_gp, **kw)             # an algorithmic saving, reported apart
+        out['sizes'][size] = r = {'bs': b, 'precision': mode, 'channels_last': cl, 'plain_img_s': round(b / t_plain, 2),
+                                  'engine_img_s': round(b / t_eng, 2), 'speedup': round(t_plain / t_eng, 3),
+                                  'engine_lazy_gp_img_s': round(b / t_lazy, 2), 'speedup_lazy_gp': round(t_plain / t_lazy, 3)}
+        if procs > 1:   # the same global batch and maths (the gradients averaged over the processes), timed after the one-process loops
+            t_dp, t_dp_lazy = _dp_times([(size, b // procs, 1), (size, b // procs, lazy_gp)], procs, kw)
+            r |= {'dp_img_s': round(b / t_dp, 2), 'speedup_dp': round(t_plain / t_dp, 3),
+                  'dp_lazy_gp_img_s': round(b / t_dp_lazy, 2), 'speedup_dp_lazy_gp': round(t_plain / t_dp_lazy, 3)}
     return out
 
 # %% ../nbs/09_train.ipynb #f5abd6db
