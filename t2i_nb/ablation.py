@@ -254,11 +254,13 @@ def run_one(cfg:AblationConfig, row:str, dataset:str, seed:int, log:Callable|Non
     inner, r, t_start = (log if verbose else _mute), ROWS[row], time.perf_counter()
     dataset_dir(cfg, dataset)
     _encoders_of(cfg, tc, r, log)
-    judge = ensure_encoders(judge_config(cfg, dataset), encoders_dir(cfg, dataset, cfg.judge_seed, 'none'), log)
     run_dir, t0 = run_dir_of(cfg, row, dataset, seed), time.perf_counter()
     if _trained_steps(run_dir) < tc.steps:
         train(tc, run_dir, resume=(run_dir/CKPT_NAME).is_file(), device=cfg.device, progress=False, log=inner)
-    job_s, t0 = time.perf_counter() - t0, time.perf_counter()
+    job_s = time.perf_counter() - t0
+    # the judge only after training: a shard whose run needs no encoders trains while another pre-trains the judge
+    judge = ensure_encoders(judge_config(cfg, dataset), encoders_dir(cfg, dataset, cfg.judge_seed, 'none'), log)
+    t0 = time.perf_counter()
     ev = evaluate_run(run_dir, n_samples=cfg.eval_samples, bs=cfg.eval_bs, device=cfg.device, seed=cfg.eval_seed,
                       encoders=judge, evaluator_cfg=cfg.evaluator, threshold=cfg.threshold, log=inner if verbose else None)
     tm = json.loads((run_dir/'metrics.json').read_text())
