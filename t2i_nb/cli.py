@@ -30,13 +30,9 @@ def _parser(name:str):
 # %% ../nbs/00a_cli.ipynb #dcb5d213
 def help_texts() -> dict[str, str]:
     "Every command's `--help` text, generated from the signatures (imports every module)."
-    import os
-    old = os.environ.get('COLUMNS')
-    os.environ['COLUMNS'] = str(HELP_WIDTH)   # argparse wraps at the terminal's width
-    try: return {name: _parser(name).format_help() for name in COMMANDS}
-    finally:
-        if old is None: del os.environ['COLUMNS']
-        else: os.environ['COLUMNS'] = old
+    from fastcore.xtras import modified_env
+    with modified_env(COLUMNS=str(HELP_WIDTH)):   # argparse wraps at the terminal's width
+        return {name: _parser(name).format_help() for name in COMMANDS}
 
 def help_module_text() -> str:
     "The source of `t2i_nb/_cli_help.py`."

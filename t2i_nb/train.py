@@ -444,15 +444,11 @@ def _dp_worker(rank:int, world:int, rdv:str, threads:int, jobs:list, kw:dict, ou
 def _dp_times(jobs:list, procs:int, kw:dict) -> list[float]:
     "Seconds per iteration of each job with the batch split over `procs` CPU processes, the threads divided among them."
     import tempfile, torch.multiprocessing as mp
+    from fastcore.xtras import modified_env
     from t2i_nb.train import _dp_worker      # the package's function: a spawned process imports it by name
     threads = max(1, torch.get_num_threads() // procs)
-    old = os.environ.get('OMP_NUM_THREADS')
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ['OMP_NUM_THREADS'] = str(threads)   # the children's thread pools start at their share
-        try: mp.spawn(_dp_worker, args=(procs, f'{tmp}/rdv', threads, jobs, kw, f'{tmp}/times.json'), nprocs=procs, join=True)
-        finally:
-            if old is None: os.environ.pop('OMP_NUM_THREADS', None)
-            else: os.environ['OMP_NUM_THREADS'] = old
+    with tempfile.TemporaryDirectory() as tmp, modified_env(OMP_NUM_THREADS=str(threads)):   # the children's thread pools start at their share
+        mp.spawn(_dp_worker, args=(procs, f'{tmp}/rdv', threads, jobs, kw, f'{tmp}/times.json'), nprocs=procs, join=True)
         return json.loads(Path(tmp, 'times.json').read_text())
 
 def bench_train(sizes:Sequence[int]=(64, 128, 256), bs:int|None=None, nf:int=32, device:str|None=None, steps:int=3,
